@@ -1,0 +1,67 @@
+"""Damping (Levenberg-Marquardt) rules for the SGN system :math:`(G + \\rho I) d = -g`.
+
+Small pure functions on symbolic scalars, compiled into the SGN step.
+"""
+
+from __future__ import annotations
+
+import pytensor.tensor as pt
+from pytensor.tensor.variable import TensorVariable
+
+__all__ = ["model_decrease_ratio", "trust_region_damping"]
+
+#: Ratio thresholds and factors of the trust-region rule (the SGN authors' defaults).
+LOWER_RATIO = 0.25
+UPPER_RATIO = 0.75
+INCREASE_FACTOR = 1.5
+DECREASE_FACTOR = 2.0 / 3.0
+
+
+def model_decrease_ratio(
+    actual_change: TensorVariable, predicted_change: TensorVariable
+) -> TensorVariable:
+    """Ratio of the actual to the predicted change of the loss.
+
+    .. math::
+
+        r = \\frac{L(\\theta + \\alpha d) - L(\\theta)}
+                 {\\alpha g^\\top d + \\tfrac12 \\alpha^2 d^\\top (G + \\rho I) d}.
+
+    A predicted change that is not a decrease (``>= 0``) gives ``nan``, which
+    :func:`trust_region_damping` treats as a very bad step.
+    """
+    safe = pt.switch(predicted_change < 0, predicted_change, -1)
+    return pt.switch(predicted_change < 0, actual_change / safe, pt.nan)
+
+
+def trust_region_damping(
+    damping: TensorVariable,
+    ratio: TensorVariable,
+    *,
+    min_damping: float,
+    max_damping: float,
+) -> TensorVariable:
+    """Next damping from the trust-region ratio.
+
+    .. math::
+
+        \\rho \\leftarrow \\operatorname{clip}\\Big(\\rho \\cdot
+        \\begin{cases} 3/2 & r < 1/4 \\text{ or } r \\text{ is nan} \\\\
+                       2/3 & r > 3/4 \\\\ 1 & \\text{otherwise} \\end{cases},
+        \\ \\rho_{\\min}, \\rho_{\\max}\\Big)
+
+    Parameters
+    ----------
+    damping : scalar TensorVariable
+        Current :math:`\\rho`.
+    ratio : scalar TensorVariable
+        :math:`r` from :func:`model_decrease_ratio`; ``nan`` or ``inf`` counts as bad.
+    min_damping, max_damping : float
+        Clipping bounds :math:`\\rho_{\\min} \\le \\rho_{\\max}`.
+    """
+    dtype = damping.dtype
+    bad = pt.isnan(ratio) | pt.isinf(ratio) | (ratio < LOWER_RATIO)
+    good = pt.invert(bad) & (ratio > UPPER_RATIO)
+    factor = pt.switch(bad, INCREASE_FACTOR, pt.switch(good, DECREASE_FACTOR, 1.0))
+    updated = pt.clip(damping * pt.cast(factor, dtype), min_damping, max_damping)
+    return pt.cast(updated, dtype)

@@ -1,0 +1,104 @@
+"""Armijo backtracking line search, compiled into the caller's graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pytensor
+import pytensor.tensor as pt
+from pytensor.scan.utils import until
+from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.loop_invariants import hoist_loop_invariants
+
+__all__ = ["LineSearchResult", "armijo_backtracking"]
+
+
+class LineSearchResult(NamedTuple):
+    """What :func:`armijo_backtracking` returns; every field is symbolic."""
+
+    step_size: TensorVariable  # shape=(): the last step size tried
+    loss: TensorVariable  # shape=(): the loss at that step size
+    tries: TensorVariable  # shape=(), dtype=int64: loss evaluations made
+    success: TensorVariable  # shape=(), bool: the last try satisfies Armijo's condition
+
+
+def armijo_backtracking(
+    loss_at: Callable[[TensorVariable], TensorVariable],
+    loss: TensorVariable,
+    slope: TensorVariable,
+    *,
+    initial_step: float | TensorVariable,
+    shrink: float = 0.5,
+    sufficient_decrease: float = 1e-4,
+    max_tries: int = 10,
+) -> LineSearchResult:
+    """Largest :math:`\\alpha = \\alpha_0 s^i,\\ i < n` with sufficient decrease.
+
+    .. math::
+
+        L(\\alpha) \\le L(0) + c \\, \\alpha \\, L'(0)
+
+    with :math:`\\alpha_0` = ``initial_step``, :math:`s` = ``shrink``,
+    :math:`c` = ``sufficient_decrease``, :math:`n` = ``max_tries`` and
+    :math:`L'(0) = g^\\top d` = ``slope``. The tries run in a compiled loop that
+    stops at the first success. A non-finite loss never satisfies the condition, and
+    neither does any step along a direction that is not a descent (``slope >= 0``).
+
+    Parameters
+    ----------
+    loss_at : callable
+        ``step_size -> loss`` along the search direction, on the same batch.
+    loss : scalar TensorVariable
+        :math:`L(0)`.
+    slope : scalar TensorVariable
+        Directional derivative :math:`g^\\top d`.
+    initial_step : float or scalar TensorVariable
+        :math:`\\alpha_0 > 0`.
+    shrink : float
+        Factor :math:`s \\in (0, 1)` applied after each failed try.
+    sufficient_decrease : float
+        :math:`c \\in (0, 1)`.
+    max_tries : int
+        Largest number of loss evaluations, ``>= 1``.
+
+    Returns
+    -------
+    LineSearchResult
+        The step size, its loss, the number of tries and whether it succeeded.
+    """
+    if not 0 < shrink < 1:
+        raise ValueError(f"`shrink` must lie in (0, 1), got {shrink!r}.")
+    if not 0 < sufficient_decrease < 1:
+        raise ValueError(f"`sufficient_decrease` must lie in (0, 1), got {sufficient_decrease!r}.")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+        raise ValueError(f"`max_tries` must be an integer >= 1, got {max_tries!r}.")
+    dtype = loss.dtype
+    exponents = pt.arange(max_tries, dtype=dtype)
+    candidates = pt.cast(initial_step, dtype) * pt.constant(shrink, dtype=dtype) ** exponents
+    c = pt.constant(sufficient_decrease, dtype=dtype)
+    descent = slope < 0
+
+    def trial(step_sizes: list) -> list:
+        (step_size,) = step_sizes
+        trial_loss = loss_at(step_size)
+        satisfied = descent & pt.isfinite(trial_loss) & (trial_loss <= loss + c * step_size * slope)
+        return [trial_loss, satisfied]
+
+    body, invariants = hoist_loop_invariants(trial, [candidates[0]])
+
+    def attempt(step_size, *inner_invariants):
+        trial_loss, satisfied = body([step_size], list(inner_invariants))
+        return [step_size, trial_loss, satisfied], until(satisfied)
+
+    step_sizes, losses, satisfied = pytensor.scan(
+        attempt, sequences=[candidates], non_sequences=invariants, return_list=True,
+        return_updates=False,
+    )
+    return LineSearchResult(
+        step_size=step_sizes[-1],
+        loss=losses[-1],
+        tries=pt.cast(step_sizes.shape[0], "int64"),
+        success=satisfied[-1],
+    )

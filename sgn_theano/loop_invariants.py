@@ -1,0 +1,70 @@
+"""Hoisting loop-invariant work out of ``scan`` bodies.
+
+``pytensor.scan`` captures every variable its inner function uses *up to the roots of
+the graph*: a loop body that multiplies by a network's Jacobian would recompute the
+network's forward pass on every iteration, and a line search after a CG loop would
+rerun the whole CG loop on every try. :func:`hoist_loop_invariants` builds the body
+once on placeholders and cuts it where it stops depending on them, so the invariant
+part is computed once, outside, and merged with the rest of the step's graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import toposort
+
+__all__ = ["hoist_loop_invariants"]
+
+Blocks = list[Variable]
+
+
+def hoist_loop_invariants(
+    operator: Callable[[Blocks], Blocks], like: Blocks
+) -> tuple[Callable[[Blocks, Blocks], Blocks], Blocks]:
+    """Split a loop body into loop-invariant inputs and the part that needs the state.
+
+    ``operator`` (the loop body: state list -> result list) is built once on placeholder
+    variables of the types of ``like``. Every subexpression that does not depend on the
+    placeholders but feeds one that does (the forward-pass activations of a network,
+    the tolerance of a solver) becomes an *invariant*: computed once outside the loop
+    and handed to it.
+
+    Returns
+    -------
+    body : callable
+        ``body(state, invariants) -> operator(state)``, rebuilt on the inner variables
+        ``scan`` passes in.
+    invariants : list of Variable
+        The outer variables to pass to ``scan`` as non-sequences.
+    """
+    placeholders = [block.type() for block in like]
+    results = operator(placeholders)
+    variant = set(placeholders)
+    invariants: list[Variable] = []
+    hoisted: set[Variable] = set()
+
+    def hoist(variable):
+        if variable not in variant and variable not in hoisted and not isinstance(
+            variable, (Constant, SharedVariable)
+        ):
+            invariants.append(variable)
+            hoisted.add(variable)
+
+    for node in toposort(results):
+        if any(inp in variant for inp in node.inputs):
+            variant.update(node.outputs)
+            for inp in node.inputs:
+                hoist(inp)
+    for result in results:
+        hoist(result)
+
+    def body(vectors: Blocks, inner_invariants: Blocks) -> Blocks:
+        replace = dict(zip(placeholders, vectors))
+        replace.update(zip(invariants, inner_invariants))
+        return clone_replace(results, replace=replace)
+
+    return body, invariants

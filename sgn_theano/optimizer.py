@@ -1,0 +1,489 @@
+"""The stochastic generalized Gauss-Newton (SGN) optimizer.
+
+Gargiani, Zanelli, Diehl, Hutter (2020), "On the promise of the stochastic generalized
+Gauss-Newton method for training DNNs", arXiv:2006.02409.
+
+On each mini-batch, with :math:`g` the gradient, :math:`G = J^\\top H_L J` the
+generalized Gauss-Newton matrix (:mod:`sgn_theano.curvature`) and :math:`\\rho` the
+damping, SGN approximately solves
+
+.. math::
+
+    (G + \\rho I) \\, d = -g
+
+with at most ``max_cg_iters`` conjugate-gradient iterations (:mod:`sgn_theano.cg`) and
+moves :math:`\\theta \\leftarrow \\theta + \\alpha d`. Two entry points share one
+implementation (:func:`gauss_newton_direction`):
+
+* :func:`sgn`, Lasagne-style updates with fixed damping and step size;
+* :class:`SGN`, the full method, compiled into one function per step: trust-region
+  damping, Armijo line search, momentum, warm start, step rejection.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.replace import graph_replace
+from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano import validation
+from sgn_theano.cg import CGResult, conjugate_gradient, dot
+from sgn_theano.curvature import gauss_newton_product
+from sgn_theano.damping import model_decrease_ratio, trust_region_damping
+from sgn_theano.line_search import armijo_backtracking
+
+__all__ = ["SGN", "StepInfo", "gauss_newton_direction", "sgn"]
+
+Blocks = list[TensorVariable]
+
+#: Why a step was rejected, indexed by the status code computed in the step graph.
+REJECTION_REASONS = (
+    "",
+    "non-finite loss or gradient",
+    "non-finite search direction",
+    "line search found no sufficient decrease",
+    "non-finite loss after the step",
+)
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one :meth:`SGN.step`."""
+
+    loss: float  # L(theta) on the batch, before the step
+    loss_after: float  # L(theta + alpha d) at the step size taken; nan if not evaluated
+    damping: float  # rho used to solve for this step's direction
+    ratio: float  # trust-region ratio r; nan without trust region or if rejected early
+    step_size: float  # alpha taken (the last one tried if the step was rejected)
+    cg_iterations: int  # CG iterations that updated the direction
+    cg_residual_norm: float  # ||-g - (G + rho I) d|| at the end of CG
+    line_search_tries: int  # loss evaluations in the line search; 0 without one
+    accepted: bool  # whether the parameters moved
+    reason: str  # why the step was rejected; "" when accepted
+
+
+def gauss_newton_direction(
+    loss: TensorVariable,
+    params: Sequence[TensorVariable],
+    outputs: TensorVariable,
+    rhs: Sequence[TensorVariable],
+    damping: TensorVariable,
+    *,
+    max_cg_iters: int,
+    cg_tol: float | TensorVariable = 0.0,
+    x0: Sequence[TensorVariable] | None = None,
+    preconditioner: Callable[[Blocks], Blocks] | None = None,
+) -> CGResult:
+    """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
+
+    Parameters
+    ----------
+    loss, params, outputs
+        As in :func:`sgn_theano.curvature.gauss_newton_product`.
+    rhs : list of TensorVariable
+        :math:`b`, shaped like ``params`` (``-g`` for the SGN direction).
+    damping : scalar TensorVariable
+        :math:`\\rho \\ge 0`.
+    max_cg_iters, cg_tol, x0, preconditioner
+        As ``max_iters``, ``tol``, ``x0`` and ``preconditioner`` of
+        :func:`sgn_theano.cg.conjugate_gradient`.
+    """
+
+    def damped_product(vectors: Blocks) -> Blocks:
+        products = gauss_newton_product(loss, outputs, params, vectors)
+        return [product + damping * vector for product, vector in zip(products, vectors)]
+
+    return conjugate_gradient(
+        damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
+        preconditioner=preconditioner,
+    )
+
+
+def _hyperparameter(name: str, value, dtype: str, *, low: float, low_open: bool):
+    """A float checked against its bounds, or a symbolic scalar, cast to ``dtype``."""
+    if isinstance(value, pytensor.graph.basic.Variable):
+        if value.type.ndim != 0:
+            raise ValueError(f"`{name}` must be a scalar, got {value.type.ndim} dimensions.")
+        return pt.cast(value, dtype)
+    return pt.constant(validation.check_float(name, value, low=low, low_open=low_open), dtype=dtype)
+
+
+def sgn(
+    loss: TensorVariable,
+    params: Sequence,
+    outputs: TensorVariable,
+    *,
+    max_cg_iters: int = 3,
+    damping: float | TensorVariable = 1e-3,
+    learning_rate: float | TensorVariable = 1.0,
+) -> OrderedDict:
+    """SGN updates with fixed damping and step size, Lasagne style.
+
+    ``param := param + learning_rate * d`` with ``d`` from ``max_cg_iters`` CG
+    iterations on :math:`(G + \\rho I) d = -g` started at zero. ``damping`` and
+    ``learning_rate`` may be floats or symbolic scalars (e.g. shared variables, to
+    change them later without recompiling).
+
+    Parameters
+    ----------
+    loss : TensorVariable
+        Scalar mean loss built from ``outputs``.
+    params : list of shared variables
+        The parameters to update.
+    outputs : TensorVariable
+        Where the Gauss-Newton split is made (the logits for classification).
+    max_cg_iters : int
+        CG iterations per step, ``>= 1``.
+    damping : float or scalar TensorVariable
+        :math:`\\rho \\ge 0`.
+    learning_rate : float or scalar TensorVariable
+        :math:`\\alpha > 0`.
+
+    Returns
+    -------
+    OrderedDict
+        ``{param: updated expression}`` for ``pytensor.function(..., updates=...)``.
+
+    Examples
+    --------
+    >>> updates = sgn(loss, params, logits, max_cg_iters=5)     # doctest: +SKIP
+    >>> train = pytensor.function([x, y], loss, updates=updates)  # doctest: +SKIP
+    """
+    params = validation.check_params(params)
+    dtype = validation.check_graph(validation.check_loss(loss), outputs, params)
+    max_cg_iters = validation.check_integer("max_cg_iters", max_cg_iters, low=1)
+    rho = _hyperparameter("damping", damping, dtype, low=0.0, low_open=False)
+    alpha = _hyperparameter("learning_rate", learning_rate, dtype, low=0.0, low_open=True)
+    gradients = pytensor.grad(loss, params)
+    solution = gauss_newton_direction(
+        loss, params, outputs, [-gradient for gradient in gradients], rho,
+        max_cg_iters=max_cg_iters,
+    )
+    return OrderedDict(
+        (param, param + alpha * direction) for param, direction in zip(params, solution.x)
+    )
+
+
+def _shared_like(param, name: str):
+    value = np.zeros_like(param.get_value(borrow=True))
+    return pytensor.shared(value, name=f"{param.name or 'param'}_{name}")
+
+
+class SGN:
+    """Stochastic generalized Gauss-Newton optimizer with step control.
+
+    One call of :meth:`step` runs one compiled function on one mini-batch:
+
+    1. loss :math:`L` and gradient :math:`g`; with momentum :math:`\\beta`, the
+       right-hand side is the bias-corrected average
+       :math:`m_t = \\beta m_{t-1} + (1 - \\beta) g`, :math:`b = -m_t / (1 - \\beta^t)`,
+       otherwise :math:`b = -g`;
+    2. at most ``max_cg_iters`` CG iterations on :math:`(G + \\rho I) d = b`, from
+       :math:`d_0 = \\text{warm\\_start} \\cdot d_{\\text{previous}}`, stopping early
+       once :math:`\\lVert r \\rVert \\le \\text{cg\\_tol} \\lVert b \\rVert`;
+    3. with ``line_search``, Armijo backtracking on the same batch from
+       :math:`\\alpha_0` = ``learning_rate``: the largest
+       :math:`\\alpha = \\alpha_0 2^{-i}`, :math:`i < 10`, with
+       :math:`L(\\theta + \\alpha d) \\le L + 10^{-4} \\alpha g^\\top d`;
+    4. with ``trust_region``, the ratio of actual to predicted change,
+       :math:`r = (L(\\theta + \\alpha d) - L) / (\\alpha g^\\top d +
+       \\tfrac12 \\alpha^2 d^\\top (G + \\rho I) d)`, sets the next damping:
+       :math:`\\rho \\leftarrow 3\\rho/2` if :math:`r < 1/4`, :math:`2\\rho/3` if
+       :math:`r > 3/4`, clipped to ``[min_damping, max_damping]``;
+    5. :math:`\\theta \\leftarrow \\theta + \\alpha d` unless the step is rejected: a
+       non-finite loss, gradient or direction, or a failed line search leaves the
+       parameters untouched and raises the damping (by 3/2 with ``trust_region``).
+
+    Parameters
+    ----------
+    loss : TensorVariable
+        Scalar mean loss over the batch, built from ``outputs``.
+    params : list of shared variables
+        Parameters to optimize, updated in place by :meth:`step`.
+    outputs : TensorVariable
+        Where the Gauss-Newton split is made (logits, linear regression output).
+    inputs : list of TensorVariable
+        The free symbolic inputs of ``loss`` (e.g. ``[x, y]``), in the order
+        :meth:`step` takes the batch arrays.
+    max_cg_iters : int
+        Largest number of CG iterations per step, ``>= 1``.
+    cg_tol : float
+        Relative residual tolerance of CG, ``>= 0``.
+    damping : float
+        Initial :math:`\\rho > 0` (constant when ``trust_region=False``, where 0 is
+        allowed).
+    min_damping, max_damping : float
+        Bounds of :math:`\\rho` under the trust-region rule.
+    trust_region : bool
+        Adapt :math:`\\rho` by the trust-region rule.
+    line_search : bool
+        Armijo backtracking from ``learning_rate``.
+    learning_rate : float
+        Step size :math:`\\alpha`, or the first one tried by the line search.
+    momentum : float
+        :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
+    preconditioner : callable, optional
+        ``list -> list``, a symbolic product with an SPD approximation of
+        :math:`(G + \\rho I)^{-1}`, handed to :func:`sgn_theano.cg.conjugate_gradient`.
+    warm_start : float
+        Decay :math:`\\in [0, 1]` applied to the previous direction to start CG; 0
+        starts from zero.
+    mode : str or pytensor Mode, optional
+        PyTensor compile mode (default: PyTensor's default, e.g. ``"NUMBA"``).
+    """
+
+    def __init__(
+        self,
+        loss: TensorVariable,
+        params: Sequence,
+        outputs: TensorVariable,
+        inputs: Sequence[TensorVariable],
+        *,
+        max_cg_iters: int = 3,
+        cg_tol: float = 1e-6,
+        damping: float = 1e-3,
+        min_damping: float = 1e-6,
+        max_damping: float = 1e6,
+        trust_region: bool = True,
+        line_search: bool = True,
+        learning_rate: float = 1.0,
+        momentum: float = 0.0,
+        preconditioner: Callable[[Blocks], Blocks] | None = None,
+        warm_start: float = 0.0,
+        mode=None,
+    ):
+        self.params = validation.check_params(params)
+        self.inputs = validation.check_inputs(inputs, validation.check_loss(loss))
+        self.dtype = validation.check_graph(loss, outputs, self.params)
+        self.config = self._check_config(
+            max_cg_iters=max_cg_iters, cg_tol=cg_tol, damping=damping,
+            min_damping=min_damping, max_damping=max_damping, trust_region=trust_region,
+            line_search=line_search, learning_rate=learning_rate, momentum=momentum,
+            warm_start=warm_start,
+        )
+        if preconditioner is not None and not callable(preconditioner):
+            raise TypeError("`preconditioner` must be a callable list -> list or None.")
+        mode = validation.check_mode(mode)
+        self._state = self._create_state()
+        outputs_list, updates = self._build_step(loss, outputs, preconditioner)
+        self._step = pytensor.function(
+            self.inputs, outputs_list, updates=updates, mode=mode, on_unused_input="ignore"
+        )
+
+    # -- construction ---------------------------------------------------------
+    @staticmethod
+    def _check_config(**config) -> dict:
+        check = validation.check_float
+        config["max_cg_iters"] = validation.check_integer(
+            "max_cg_iters", config["max_cg_iters"], low=1)
+        config["cg_tol"] = check("cg_tol", config["cg_tol"], low=0.0)
+        config["learning_rate"] = check("learning_rate", config["learning_rate"], low=0.0,
+                                        low_open=True)
+        config["momentum"] = check("momentum", config["momentum"], low=0.0, high=1.0,
+                                   high_open=True)
+        config["warm_start"] = check("warm_start", config["warm_start"], low=0.0, high=1.0)
+        for flag in ("trust_region", "line_search"):
+            if not isinstance(config[flag], bool):
+                raise TypeError(f"`{flag}` must be True or False, got {config[flag]!r}.")
+        config["min_damping"] = check("min_damping", config["min_damping"], low=0.0,
+                                      low_open=True)
+        config["max_damping"] = check("max_damping", config["max_damping"], low=0.0,
+                                      low_open=True)
+        if config["min_damping"] > config["max_damping"]:
+            raise ValueError(f"`min_damping` ({config['min_damping']}) exceeds `max_damping` "
+                             f"({config['max_damping']}).")
+        if config["trust_region"]:
+            config["damping"] = check(
+                "damping", config["damping"], low=config["min_damping"],
+                high=config["max_damping"])
+        else:
+            config["damping"] = check("damping", config["damping"], low=0.0)
+        return config
+
+    def _create_state(self) -> dict[str, list]:
+        """Every shared variable the step reads or writes, by role."""
+        state = {
+            "params": self.params,
+            "damping": [pytensor.shared(np.asarray(self.config["damping"], self.dtype),
+                                        name="damping")],
+            "step_count": [pytensor.shared(np.int64(0), name="step_count")],
+        }
+        if self.config["momentum"] > 0:
+            state["momentum"] = [_shared_like(p, "momentum") for p in self.params]
+            state["momentum_count"] = [pytensor.shared(np.int64(0), name="momentum_count")]
+        if self.config["warm_start"] > 0:
+            state["direction"] = [_shared_like(p, "direction") for p in self.params]
+        return state
+
+    def _constant(self, value: float) -> TensorVariable:
+        return pt.constant(value, dtype=self.dtype)
+
+    def _build_step(self, loss, outputs, preconditioner):
+        config, state, params = self.config, self._state, self.params
+        (rho,) = state["damping"]
+        gradients = pytensor.grad(loss, params)
+        gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
+        updates = OrderedDict()
+
+        if config["momentum"] > 0:
+            beta = self._constant(config["momentum"])
+            (count,) = state["momentum_count"]
+            new_count = count + 1
+            averages = [beta * m + (1 - beta) * g for m, g in zip(state["momentum"], gradients)]
+            correction = 1 - beta ** pt.cast(new_count, self.dtype)
+            rhs = [-average / correction for average in averages]
+            for m, average in zip(state["momentum"], averages):
+                updates[m] = pt.switch(gradient_finite, average, m)
+            updates[count] = pt.switch(gradient_finite, new_count, count)
+        else:
+            rhs = [-g for g in gradients]
+
+        x0 = None
+        if config["warm_start"] > 0:
+            decay = self._constant(config["warm_start"])
+            x0 = [decay * previous for previous in state["direction"]]
+        tolerance = self._constant(config["cg_tol"]) * pt.sqrt(dot(rhs, rhs))
+        solution = gauss_newton_direction(
+            loss, params, outputs, rhs, rho, max_cg_iters=config["max_cg_iters"],
+            cg_tol=tolerance, x0=x0, preconditioner=preconditioner,
+        )
+        direction = solution.x
+        slope = dot(gradients, direction)
+        damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
+        direction_finite = pt.isfinite(dot(direction, direction)) & pt.isfinite(damped_curvature)
+
+        def loss_at(step_size):
+            moved = {p: p + step_size * d for p, d in zip(params, direction)}
+            return graph_replace(loss, replace=moved)
+
+        learning_rate = self._constant(config["learning_rate"])
+        nan = self._constant(np.nan)
+        true = pt.as_tensor_variable(np.array(True))
+        if config["line_search"]:
+            search = armijo_backtracking(loss_at, loss, slope, initial_step=learning_rate)
+            step_size, loss_after, tries, search_ok = (
+                search.step_size, search.loss, search.tries, search.success)
+        else:
+            step_size, tries, search_ok = learning_rate, pt.constant(0, "int64"), true
+            loss_after = loss_at(step_size) if config["trust_region"] else nan
+        evaluated = config["line_search"] or config["trust_region"]
+        after_finite = pt.isfinite(loss_after) if evaluated else true
+
+        status = pt.switch(
+            pt.invert(gradient_finite), 1,
+            pt.switch(pt.invert(direction_finite), 2,
+                      pt.switch(pt.invert(search_ok), 3,
+                                pt.switch(pt.invert(after_finite), 4, 0))))
+        accepted = pt.eq(status, 0)
+
+        if config["trust_region"]:
+            predicted = step_size * slope + step_size**2 * damped_curvature / 2
+            ratio = pt.switch(accepted, model_decrease_ratio(loss_after - loss, predicted), nan)
+            updates[rho] = trust_region_damping(
+                rho, ratio, min_damping=config["min_damping"],
+                max_damping=config["max_damping"])
+        else:
+            ratio = nan
+
+        for param, d in zip(params, direction):
+            updates[param] = pt.switch(accepted, param + step_size * d, param)
+        if config["warm_start"] > 0:
+            for previous, d in zip(state["direction"], direction):
+                updates[previous] = pt.switch(accepted, d, previous)
+        (step_count,) = state["step_count"]
+        updates[step_count] = step_count + 1
+
+        outputs_list = [loss, loss_after, rho, ratio, step_size, solution.iterations,
+                        solution.residual_norm, tries, status]
+        return outputs_list, updates
+
+    # -- public interface -----------------------------------------------------
+    def step(self, *batch) -> StepInfo:
+        """Run one SGN iteration on one mini-batch and update the parameters in place.
+
+        Parameters
+        ----------
+        *batch : numpy arrays
+            One array per element of ``inputs``, in that order, with a common first
+            (batch) axis. They are checked (dimensions, dtype, finiteness) before
+            anything runs; a bad batch raises and leaves every state untouched.
+
+        Returns
+        -------
+        StepInfo
+        """
+        arrays = validation.check_batch(self.inputs, batch)
+        (loss, loss_after, rho, ratio, step_size, iterations, residual, tries,
+         status) = self._step(*arrays)
+        return StepInfo(
+            loss=float(loss), loss_after=float(loss_after), damping=float(rho),
+            ratio=float(ratio), step_size=float(step_size), cg_iterations=int(iterations),
+            cg_residual_norm=float(residual), line_search_tries=int(tries),
+            accepted=int(status) == 0, reason=REJECTION_REASONS[int(status)],
+        )
+
+    @property
+    def damping(self) -> float:
+        """The damping :math:`\\rho` the next step will use."""
+        return float(self._state["damping"][0].get_value())
+
+    @property
+    def step_count(self) -> int:
+        """Number of calls of :meth:`step` so far (accepted or not)."""
+        return int(self._state["step_count"][0].get_value())
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly: the configuration and every state array.
+
+        Returns
+        -------
+        dict
+            ``{"config": dict, "state": {role: [numpy array, ...]}}`` with copies of the
+            parameters, the damping, the step counters, and the momentum and warm-start
+            buffers where used.
+        """
+        return {
+            "config": dict(self.config),
+            "state": {role: [variable.get_value(borrow=False) for variable in variables]
+                      for role, variables in self._state.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`, checking it all before changing anything.
+
+        Raises
+        ------
+        ValueError
+            If ``state`` comes from a differently shaped model or an optimizer whose
+            configuration differs from this one.
+        """
+        if not isinstance(state, dict) or set(state) != {"config", "state"}:
+            raise ValueError("`state` must be a dict from `SGN.state_dict()` with keys "
+                             "'config' and 'state'.")
+        if state["config"] != self.config:
+            differing = sorted(key for key in set(state["config"]) | set(self.config)
+                               if state["config"].get(key) != self.config.get(key))
+            raise ValueError(f"`state` was saved by an SGN with other settings: {differing}.")
+        saved = state["state"]
+        if set(saved) != set(self._state):
+            raise ValueError(f"`state` holds {sorted(saved)}, expected {sorted(self._state)}.")
+        for role, variables in self._state.items():
+            if len(saved[role]) != len(variables):
+                raise ValueError(f"`state['state']['{role}']` has {len(saved[role])} arrays, "
+                                 f"expected {len(variables)}: is it from another model?")
+            for i, (variable, value) in enumerate(zip(variables, saved[role])):
+                current = variable.get_value(borrow=True)
+                value = np.asarray(value)
+                if value.shape != current.shape or value.dtype != current.dtype:
+                    raise ValueError(
+                        f"`state['state']['{role}'][{i}]` has shape {value.shape} and dtype "
+                        f"{value.dtype}, expected {current.shape} and {current.dtype}: is it "
+                        "from another model?")
+        for role, variables in self._state.items():
+            for variable, value in zip(variables, saved[role]):
+                variable.set_value(np.array(value, copy=True))

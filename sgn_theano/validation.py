@@ -1,0 +1,189 @@
+"""Checks of user input shared by every optimizer: graphs, hyperparameters, batches.
+
+Each check raises ``TypeError`` for the wrong kind of thing and ``ValueError`` for a
+wrong value, with a message that names the argument, and runs before anything is
+compiled or changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytensor
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.variable import TensorVariable
+
+__all__ = [
+    "check_batch",
+    "check_float",
+    "check_graph",
+    "check_inputs",
+    "check_integer",
+    "check_loss",
+    "check_mode",
+    "check_params",
+    "get_or_compute_grads",
+]
+
+
+def check_params(params: Sequence) -> list[SharedVariable]:
+    """Return ``params`` as a list after checking they are distinct float shared tensors."""
+    if isinstance(params, Variable) or not isinstance(params, (list, tuple)):
+        raise TypeError("`params` must be a list of shared variables, got "
+                        f"{type(params).__name__}.")
+    if not params:
+        raise ValueError("`params` is empty: pass the shared variables to optimize.")
+    seen = {}
+    for i, param in enumerate(params):
+        if not isinstance(param, SharedVariable) or not isinstance(param, TensorVariable):
+            raise TypeError(
+                f"Element {i} of `params` ({param!r}) is not a shared tensor variable; "
+                "create parameters with `pytensor.shared(numpy_array)`."
+            )
+        if not param.dtype.startswith("float"):
+            raise TypeError(f"Element {i} of `params` ({param.name}) has dtype {param.dtype}; "
+                            "parameters must be floating point.")
+        if id(param) in seen:
+            raise ValueError(f"Elements {seen[id(param)]} and {i} of `params` are the same "
+                             f"variable ({param.name}); list each parameter once.")
+        seen[id(param)] = i
+    return list(params)
+
+
+def check_loss(loss) -> TensorVariable:
+    """Check ``loss`` is a scalar floating-point symbolic variable."""
+    if not isinstance(loss, TensorVariable):
+        raise TypeError(f"`loss` must be a symbolic PyTensor scalar, got {type(loss).__name__}.")
+    if loss.type.ndim != 0:
+        raise ValueError(f"`loss` must be a scalar (a mean over the batch), got a tensor with "
+                         f"{loss.type.ndim} dimensions; reduce it with `.mean()`.")
+    if not loss.dtype.startswith("float"):
+        raise TypeError(f"`loss` must be floating point, got dtype {loss.dtype}.")
+    return loss
+
+
+def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable]) -> str:
+    """Check ``loss`` <- ``outputs`` <- every parameter; return the common float dtype."""
+    if not isinstance(outputs, TensorVariable):
+        raise TypeError(f"`outputs` must be a symbolic PyTensor tensor, got "
+                        f"{type(outputs).__name__}.")
+    if outputs not in ancestors([loss]):
+        raise ValueError("`loss` is not computed from `outputs`: pass the variable the loss "
+                         "was built from (the logits, or the linear regression output).")
+    upstream = set(ancestors([outputs]))
+    for i, param in enumerate(params):
+        if param not in upstream:
+            raise ValueError(f"`outputs` do not depend on element {i} of `params` "
+                             f"({param.name}); remove it or fix the model.")
+    dtypes = {param.dtype for param in params} | {outputs.dtype, loss.dtype}
+    if len(dtypes) != 1:
+        raise TypeError(f"`params`, `outputs` and `loss` must share one dtype, got "
+                        f"{sorted(dtypes)}; build the model in one floatX.")
+    return loss.dtype
+
+
+def get_or_compute_grads(loss_or_grads, params: Sequence) -> list[TensorVariable]:
+    """Gradients of ``loss_or_grads`` with respect to ``params``, or the given list, checked."""
+    params = check_params(params)
+    if isinstance(loss_or_grads, (list, tuple)):
+        if len(loss_or_grads) != len(params):
+            raise ValueError(f"Got {len(loss_or_grads)} gradients for {len(params)} parameters.")
+        return list(loss_or_grads)
+    return pytensor.grad(check_loss(loss_or_grads), params)
+
+
+def check_float(
+    name: str, value, *, low: float = -math.inf, high: float = math.inf,
+    low_open: bool = False, high_open: bool = False,
+) -> float:
+    """Return ``value`` as a float after checking it is finite and within the bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"`{name}` must be a finite number in {interval}, got {value!r}.")
+    return value
+
+
+def check_integer(name: str, value, *, low: int) -> int:
+    """Return ``value`` after checking it is an integer ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+    return int(value)
+
+
+def check_mode(mode):
+    """Resolve a PyTensor compile mode, or raise ``ValueError`` naming the bad one."""
+    try:
+        return pytensor.compile.mode.get_mode(mode)
+    except Exception as error:  # pytensor raises several kinds for unknown names
+        raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
+
+
+def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.ndarray]:
+    """Convert one mini-batch to arrays matching ``inputs``, or raise before anything runs.
+
+    Arrays must match each input's number of dimensions and static shape, have a
+    dtype that casts to the input's within the same kind (float to float, integer to
+    integer), share a non-empty first axis, and hold only finite values.
+    """
+    if len(batch) != len(inputs):
+        raise ValueError(f"`step` takes {len(inputs)} arrays (one per input: "
+                         f"{[variable.name for variable in inputs]}), got {len(batch)}.")
+    arrays = []
+    for i, (variable, value) in enumerate(zip(inputs, batch)):
+        label = f"batch array {i} ({variable.name or variable.type})"
+        array = np.asarray(value)
+        if array.ndim != variable.type.ndim:
+            raise ValueError(f"{label} has {array.ndim} dimensions, expected "
+                             f"{variable.type.ndim}.")
+        for axis, (size, static) in enumerate(zip(array.shape, variable.type.shape)):
+            if static is not None and size != static:
+                raise ValueError(f"{label} has size {size} on axis {axis}, expected {static}.")
+        if array.dtype != variable.dtype:
+            if array.dtype.kind not in "biuf" or not np.can_cast(
+                array.dtype, variable.dtype, casting="same_kind"
+            ):
+                raise TypeError(f"{label} has dtype {array.dtype}, which does not convert "
+                                f"safely to the input's {variable.dtype}.")
+            array = array.astype(variable.dtype)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{label} contains NaN or infinite values.")
+        arrays.append(array)
+    sizes = {array.shape[0] for array in arrays if array.ndim > 0}
+    if len(sizes) > 1:
+        raise ValueError(f"Batch arrays disagree on the batch size: {sorted(sizes)}.")
+    if sizes == {0}:
+        raise ValueError("The batch is empty.")
+    return arrays
+
+
+def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]:
+    """Check ``inputs`` are the free symbolic variables ``loss`` needs, and only those."""
+    if isinstance(inputs, Variable) or not isinstance(inputs, (list, tuple)):
+        raise TypeError("`inputs` must be a list of symbolic variables (the batch), got "
+                        f"{type(inputs).__name__}.")
+    for i, variable in enumerate(inputs):
+        if not isinstance(variable, TensorVariable) or variable.owner is not None or isinstance(
+            variable, (SharedVariable, Constant)
+        ):
+            raise TypeError(f"Element {i} of `inputs` ({variable!r}) must be a free symbolic "
+                            "tensor such as `pt.matrix('x')`.")
+    free = [
+        variable for variable in ancestors([loss])
+        if variable.owner is None and not isinstance(variable, (SharedVariable, Constant))
+    ]
+    missing = [variable for variable in free if variable not in inputs]
+    if missing:
+        raise ValueError(f"`loss` needs inputs that are not in `inputs`: "
+                         f"{[variable.name or str(variable) for variable in missing]}.")
+    return list(inputs)
