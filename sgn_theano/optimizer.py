@@ -104,15 +104,6 @@ def gauss_newton_direction(
     )
 
 
-def _hyperparameter(name: str, value, dtype: str, *, low: float, low_open: bool):
-    """A float checked against its bounds, or a symbolic scalar, cast to ``dtype``."""
-    if isinstance(value, pytensor.graph.basic.Variable):
-        if value.type.ndim != 0:
-            raise ValueError(f"`{name}` must be a scalar, got {value.type.ndim} dimensions.")
-        return pt.cast(value, dtype)
-    return pt.constant(validation.check_float(name, value, low=low, low_open=low_open), dtype=dtype)
-
-
 def sgn(
     loss: TensorVariable,
     params: Sequence,
@@ -157,8 +148,9 @@ def sgn(
     params = validation.check_params(params)
     dtype = validation.check_graph(validation.check_loss(loss), outputs, params)
     max_cg_iters = validation.check_integer("max_cg_iters", max_cg_iters, low=1)
-    rho = _hyperparameter("damping", damping, dtype, low=0.0, low_open=False)
-    alpha = _hyperparameter("learning_rate", learning_rate, dtype, low=0.0, low_open=True)
+    rho = validation.scalar_hyperparameter("damping", damping, dtype, low=0.0)
+    alpha = validation.scalar_hyperparameter("learning_rate", learning_rate, dtype, low=0.0,
+                                             low_open=True)
     gradients = pytensor.grad(loss, params)
     solution = gauss_newton_direction(
         loss, params, outputs, [-gradient for gradient in gradients], rho,

@@ -15,15 +15,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from sgn_theano.validation import check_float, get_or_compute_grads
+from sgn_theano.validation import get_or_compute_grads
+from sgn_theano.validation import scalar_hyperparameter
 
 __all__ = ["adam", "momentum", "sgd"]
-
-
-def _scalar(name: str, value, dtype: str, **bounds):
-    if isinstance(value, pytensor.graph.basic.Variable):
-        return pt.cast(value, dtype)
-    return pt.constant(check_float(name, value, **bounds), dtype=dtype)
 
 
 def _buffer(param, name: str):
@@ -36,7 +31,7 @@ def sgd(loss_or_grads, params: Sequence, learning_rate) -> OrderedDict:
     grads = get_or_compute_grads(loss_or_grads, params)
     updates = OrderedDict()
     for param, grad in zip(params, grads):
-        lr = _scalar("learning_rate", learning_rate, param.dtype, low=0.0, low_open=True)
+        lr = scalar_hyperparameter("learning_rate", learning_rate, param.dtype, low=0.0, low_open=True)
         updates[param] = param - lr * grad
     return updates
 
@@ -50,8 +45,8 @@ def momentum(loss_or_grads, params: Sequence, learning_rate, momentum=0.9) -> Or
     grads = get_or_compute_grads(loss_or_grads, params)
     updates = OrderedDict()
     for param, grad in zip(params, grads):
-        lr = _scalar("learning_rate", learning_rate, param.dtype, low=0.0, low_open=True)
-        mu = _scalar("momentum", momentum, param.dtype, low=0.0, high=1.0, high_open=True)
+        lr = scalar_hyperparameter("learning_rate", learning_rate, param.dtype, low=0.0, low_open=True)
+        mu = scalar_hyperparameter("momentum", momentum, param.dtype, low=0.0, high=1.0, high_open=True)
         velocity = _buffer(param, "velocity")
         new_velocity = mu * velocity - lr * grad
         updates[velocity] = new_velocity
@@ -71,10 +66,10 @@ def adam(loss_or_grads, params: Sequence, learning_rate=1e-3, beta1=0.9, beta2=0
     dtype = params[0].dtype
     step = pytensor.shared(np.asarray(0, dtype=dtype), name="adam_step")
     t = step + 1
-    b1 = _scalar("beta1", beta1, dtype, low=0.0, high=1.0, high_open=True)
-    b2 = _scalar("beta2", beta2, dtype, low=0.0, high=1.0, high_open=True)
-    lr = _scalar("learning_rate", learning_rate, dtype, low=0.0, low_open=True)
-    eps = _scalar("epsilon", epsilon, dtype, low=0.0, low_open=True)
+    b1 = scalar_hyperparameter("beta1", beta1, dtype, low=0.0, high=1.0, high_open=True)
+    b2 = scalar_hyperparameter("beta2", beta2, dtype, low=0.0, high=1.0, high_open=True)
+    lr = scalar_hyperparameter("learning_rate", learning_rate, dtype, low=0.0, low_open=True)
+    eps = scalar_hyperparameter("epsilon", epsilon, dtype, low=0.0, low_open=True)
     scaled_lr = lr * pt.sqrt(1 - b2**t) / (1 - b1**t)
     updates = OrderedDict()
     for param, grad in zip(params, grads):

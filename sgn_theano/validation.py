@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytensor
+import pytensor.tensor
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 from pytensor.graph.traversal import ancestors
@@ -27,6 +28,7 @@ __all__ = [
     "check_mode",
     "check_params",
     "get_or_compute_grads",
+    "scalar_hyperparameter",
 ]
 
 
@@ -110,6 +112,17 @@ def check_float(
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"`{name}` must be a finite number in {interval}, got {value!r}.")
     return value
+
+
+def scalar_hyperparameter(name: str, value, dtype: str, **bounds) -> TensorVariable:
+    """A hyperparameter as a symbolic scalar of ``dtype``: a number is checked against
+    ``bounds`` (see :func:`check_float`) and made a constant; a symbolic scalar (e.g. a
+    shared variable, to change later without recompiling) is cast."""
+    if isinstance(value, Variable):
+        if getattr(value.type, "ndim", None) != 0:
+            raise ValueError(f"`{name}` must be a scalar, got {value.type}.")
+        return pytensor.tensor.cast(value, dtype)
+    return pytensor.tensor.constant(check_float(name, value, **bounds), dtype=dtype)
 
 
 def check_integer(name: str, value, *, low: int) -> int:

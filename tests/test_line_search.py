@@ -1,6 +1,5 @@
 """Armijo backtracking on hand-made one-dimensional losses."""
 
-import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest

@@ -1,0 +1,110 @@
+"""Micro-benchmark: time of a gradient, a G v, SGD/Adam steps and SGN steps, as ratios.
+
+All functions of one model are timed in interleaved rounds (same load for each), and
+each figure is reported as a median and as a ratio to the gradient's median.
+
+    python benchmarks/bench_steps.py [--mode C] [--rounds 7] [--output results/bench_steps.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
+from sgn_theano.models import mlp
+from sgn_theano.modes import MODES, compile_mode, default_mode_name
+
+MODELS = {"a": ((784, 20, 20, 20, 10), "tanh"), "b": ((784, 256, 256, 10), "relu")}
+
+
+def build(model: str, mode, batch: int):
+    """Compiled callables of one model, each taking no argument; and their compile times."""
+    sizes, activation = MODELS[model]
+    rng = np.random.default_rng(0)
+    xb = rng.random((batch, sizes[0]), dtype=np.float32)
+    yb = rng.integers(0, sizes[-1], batch).astype(np.int32)
+    functions, compile_s = {}, {}
+
+    def add(name, make):
+        x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+        logits, params = mlp(x, sizes, activation=activation, seed=0)
+        loss = softmax_cross_entropy(logits, y)
+        started = time.perf_counter()
+        call = make(x, y, logits, params, loss)
+        call()  # first call: JIT backends compile here
+        compile_s[name] = time.perf_counter() - started
+        functions[name] = call
+
+    def compiled(outputs, updates=None):
+        return lambda x, y, *_: (lambda f: lambda: f(xb, yb))(
+            pytensor.function([x, y], outputs, updates=updates, mode=mode))
+
+    add("gradient", lambda x, y, z, p, loss: compiled([loss, *pytensor.grad(loss, p)])(x, y))
+    add("gradient + G v", lambda x, y, z, p, loss: compiled(
+        [loss, *gauss_newton_product(loss, z, p, pytensor.grad(loss, p))])(x, y))
+    add("SGD step", lambda x, y, z, p, loss: compiled(loss, sgd(loss, p, 0.1))(x, y))
+    add("Adam step", lambda x, y, z, p, loss: compiled(loss, adam(loss, p, 1e-3))(x, y))
+    for k in (3, 10):
+        for full in (False, True):
+            label = f"SGN k={k}" + (" (trust region + line search)" if full else " (fixed)")
+            add(label, lambda x, y, z, p, loss, k=k, full=full: (
+                lambda opt: lambda: opt.step(xb, yb))(SGN(
+                    loss, p, z, [x, y], max_cg_iters=k, cg_tol=0.0, trust_region=full,
+                    line_search=full, mode=mode)))
+    return functions, compile_s
+
+
+def interleaved_medians(functions: dict, rounds: int, calls: int) -> dict:
+    samples = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, call in functions.items():
+            started = time.perf_counter()
+            for _ in range(calls):
+                call()
+            samples[name].append((time.perf_counter() - started) / calls)
+    return {name: float(np.median(times)) for name, times in samples.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=MODES, default=None)
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["a", "b"])
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=5, help="calls per round and function")
+    parser.add_argument("--output", default="results/bench_steps.json")
+    args = parser.parse_args()
+    mode_name = args.mode or default_mode_name()
+    mode = compile_mode(mode_name)
+    report = {"mode": mode_name, "batch_size": args.batch_size, "cpus": os.cpu_count(),
+              "date": time.strftime("%Y-%m-%d"), "models": {}}
+    for model in args.models:
+        functions, compile_s = build(model, mode, args.batch_size)
+        medians = interleaved_medians(functions, args.rounds, args.calls)
+        medians["G v"] = medians.pop("gradient + G v") - medians["gradient"]
+        gradient = medians["gradient"]
+        sizes, activation = MODELS[model]
+        print(f"\nmodel {model}: MLP {'-'.join(map(str, sizes))} {activation}, batch "
+              f"{args.batch_size}, float32, mode {mode_name}")
+        print(f"{'figure':<42} {'median ms':>10} {'/ gradient':>11} {'compile s':>10}")
+        for name, seconds in medians.items():
+            print(f"{name:<42} {seconds * 1e3:>10.2f} {seconds / gradient:>11.2f} "
+                  f"{compile_s.get(name, compile_s.get('gradient + G v', 0.0)):>10.1f}")
+        report["models"][model] = {"median_s": medians, "compile_s": compile_s,
+                                   "ratio_to_gradient": {n: s / gradient
+                                                         for n, s in medians.items()}}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as stream:
+        json.dump(report, stream, indent=1)
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The SGN step through PyTensor's optimized backends: C (linked to OpenBLAS) and NUMBA,
+and JAX where it is installed. Each compiles a real rewritten graph."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from test_optimizer import DAMPING, exact_direction
+
+from conftest import flatten
+from sgn_theano import SGN
+from sgn_theano.modes import compile_mode
+
+BACKENDS = [
+    "C",
+    "NUMBA",
+    pytest.param("JAX", marks=pytest.mark.skipif(
+        importlib.util.find_spec("jax") is None, reason="jax is not installed")),
+]
+
+
+@pytest.mark.parametrize("mode_name", BACKENDS)
+def test_exact_step_in_each_backend(mode_name):
+    (loss, outputs, params, inputs), batch, direction = exact_direction()
+    before = flatten(p.get_value() for p in params)
+    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=60, cg_tol=0.0,
+                    damping=DAMPING, trust_region=False, line_search=False,
+                    mode=compile_mode(mode_name))
+    assert optimizer.step(*batch).accepted
+    np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,
+                               rtol=1e-7, atol=1e-10)
+    info = SGN(loss, params, outputs, inputs, mode=compile_mode(mode_name)).step(*batch)
+    assert info.accepted and np.isfinite(info.ratio) and info.loss_after < info.loss
+
+
+def test_unknown_mode_name():
+    with pytest.raises(ValueError, match="Unknown mode 'GPU'"):
+        compile_mode("GPU")
