@@ -98,6 +98,7 @@ def train(
     batch_size: int,
     time_budget: float | None = None,
     max_steps: int | None = None,
+    max_epochs: float | None = None,
     checkpoints: Sequence[float] = (),
     seed: int = 0,
     name: str = "",
@@ -118,10 +119,13 @@ def train(
     time_budget : float, optional
         Seconds of optimizer steps (evaluation time is not counted).
     max_steps : int, optional
-        Number of steps. Exactly one of ``time_budget`` and ``max_steps`` is given.
+        Number of steps.
+    max_epochs : float, optional
+        Passes over the training set, rounded up to whole steps. Exactly one of
+        ``time_budget``, ``max_steps`` and ``max_epochs`` is given.
     checkpoints : sequence of float
-        Where to evaluate, in the budget's unit (seconds or steps); the start and the
-        end are always evaluated.
+        Where to evaluate, in the budget's unit (seconds, or steps for a step or epoch
+        budget); the start and the end are always evaluated.
     seed : int
         Seed of the batch order.
     name : str
@@ -135,8 +139,12 @@ def train(
         The checkpoints, steps, time and whether training diverged (a non-finite loss
         stops the run).
     """
-    if (time_budget is None) == (max_steps is None):
-        raise ValueError("Give exactly one of `time_budget` and `max_steps`.")
+    budgets = [time_budget, max_steps, max_epochs]
+    if sum(budget is not None for budget in budgets) != 1:
+        raise ValueError("Give exactly one of `time_budget`, `max_steps` and `max_epochs`.")
+    steps_per_epoch = max(1, len(train_arrays[0]) // batch_size)
+    if max_epochs is not None:
+        max_steps = math.ceil(max_epochs * steps_per_epoch)
     by_time = time_budget is not None
     budget = float(time_budget) if by_time else int(max_steps)
     if budget <= 0:
@@ -145,20 +153,19 @@ def train(
     result = TrainResult(name=name)
     losses: list[float] = []
 
-    def record(epoch: float):
+    def record():
         mean_loss = float(np.mean(losses)) if losses else math.nan
         losses.clear()
-        result.history.append(Checkpoint(step=result.steps, epoch=epoch,
+        result.history.append(Checkpoint(step=result.steps,
+                                         epoch=result.steps / steps_per_epoch,
                                          time=result.train_time, train_loss=mean_loss,
                                          **evaluate()))
 
-    record(0.0)
-    epoch_fraction = 1 / max(1, len(train_arrays[0]) // batch_size)  # of one step
+    record()
     bar = tqdm(total=budget, desc=name, unit="s" if by_time else "step", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]")
-    epoch = 0.0
     try:
-        for epoch, batch in minibatches(train_arrays, batch_size, seed=seed):
+        for _, batch in minibatches(train_arrays, batch_size, seed=seed):
             started = time.perf_counter()
             loss = step(*batch)
             elapsed = time.perf_counter() - started
@@ -172,7 +179,7 @@ def train(
                 result.diverged = True
                 break
             if used >= marks[0]:
-                record(epoch + epoch_fraction)
+                record()
                 bar.set_postfix(loss=f"{loss:.4f}",
                                 acc=f"{result.history[-1].test_accuracy:.3f}")
                 while marks and used >= marks[0]:
@@ -182,5 +189,5 @@ def train(
     finally:
         bar.close()
     if result.diverged:
-        record(epoch)
+        record()
     return result

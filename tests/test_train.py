@@ -35,6 +35,12 @@ def test_step_budget_and_checkpoints():
     assert result.history[1].train_loss == pytest.approx(np.mean(np.linspace(1, 0.1, 100)[:2]))
 
 
+def test_epoch_budget():
+    result = train(lambda x: 0.5, fake_evaluate, (np.zeros(10),), batch_size=3, max_epochs=2,
+                   progress=False)
+    assert result.steps == 6 and result.history[-1].epoch == 2.0
+
+
 def test_divergence_stops_training():
     values = iter([1.0, 2.0, float("nan"), 1.0])
     result = train(lambda x: next(values), fake_evaluate, (np.zeros(4),), batch_size=1,
