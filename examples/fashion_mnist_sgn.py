@@ -30,7 +30,7 @@ loss = softmax_cross_entropy(logits, y)
 optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
 batches = minibatches((x_train, y_train), args.batch_size)
 for step in range(1, args.steps + 1):
-    _, (xb, yb) = next(batches)
+    xb, yb = next(batches)
     info = optimizer.step(xb, yb)
     if step % 10 == 0 or step == args.steps:
         print(f"step {step:3d}  loss {info.loss:.4f}  damping {info.damping:.1e}  "

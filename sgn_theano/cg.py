@@ -19,6 +19,7 @@ from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
 __all__ = ["CGResult", "conjugate_gradient", "dot"]
 
@@ -42,23 +43,14 @@ def dot(a: Sequence[TensorVariable], b: Sequence[TensorVariable]) -> TensorVaria
 def _validate(b: Blocks, x0: Blocks | None, max_iters: int, tol):
     if not b:
         raise ValueError("`b` must hold at least one tensor.")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"`max_iters` must be an integer >= 1, got {max_iters!r}.")
-    symbolic = isinstance(tol, Variable)
-    if not symbolic and not (isinstance(tol, (int, float)) and 0 <= tol < float("inf")):
-        raise ValueError(f"`tol` must be a finite number >= 0, got {tol!r}.")
+    check_integer("max_iters", max_iters, low=1)
+    if not isinstance(tol, Variable):
+        check_float("tol", tol, low=0.0)
     dtypes = {block.dtype for block in b}
     if len(dtypes) != 1:
         raise TypeError(f"All blocks of `b` must share one dtype, got {sorted(dtypes)}.")
     if x0 is not None:
-        if len(x0) != len(b):
-            raise ValueError(f"`x0` has {len(x0)} blocks but `b` has {len(b)}.")
-        for i, (start, rhs) in enumerate(zip(x0, b)):
-            if start.type.ndim != rhs.type.ndim:
-                raise ValueError(
-                    f"Block {i} of `x0` has {start.type.ndim} dimensions, "
-                    f"but block {i} of `b` has {rhs.type.ndim}."
-                )
+        check_matching_blocks("x0", b, x0, "blocks of `b`")
 
 
 def conjugate_gradient(
@@ -90,7 +82,9 @@ def conjugate_gradient(
     ----------
     matvec : callable
         ``list[TensorVariable] -> list[TensorVariable]``, the product ``A v``; it is
-        called once, inside the loop, on symbolic blocks shaped like ``b``.
+        called once on placeholder blocks to build the loop body (everything in it
+        that does not depend on ``v`` is computed once, outside the loop), and once
+        more on ``x0`` when given.
     b : list of TensorVariable
         Right-hand side, one block per unknown tensor (any shapes, one dtype).
     max_iters : int

@@ -93,7 +93,7 @@ def _load(task: str, directory: str | None):
     return data.load_mnist(directory)
 
 
-def run_one(name: str, value: float, arrays, args, mode) -> TrainResult:
+def run_one(name: str, value: float, arrays, args, mode, marks) -> TrainResult:
     """Build a fresh model (same seed for every optimizer) and train it."""
     x_train, y_train, x_test, y_test = arrays
     x = pt.matrix("x", dtype="float32")
@@ -108,9 +108,8 @@ def run_one(name: str, value: float, arrays, args, mode) -> TrainResult:
         rule = sgd if name == "sgd" else adam
         step = make_first_order_step([x, y], loss, rule(loss, params, value), mode=mode)
     evaluate = make_evaluator([x, y], logits, loss, x_test, y_test, mode=mode)
-    checkpoints = [float(mark) for mark in args.checkpoints.split(",") if mark.strip()]
     return train(step, evaluate, (x_train, y_train), batch_size=args.batch_size,
-                 time_budget=args.time_budget, checkpoints=checkpoints, seed=args.seed,
+                 time_budget=args.time_budget, checkpoints=marks, seed=args.seed,
                  name=_label(name, value), progress=not args.no_progress)
 
 
@@ -155,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.batch_size}, {args.time_budget:g} s per optimizer, mode {mode_name}")
     results = []
     for name, value in args.optimizers:
-        results.append(run_one(name, value, arrays, args, mode))
+        results.append(run_one(name, value, arrays, args, mode, marks))
     print()
     print(format_table(results, marks))
     record = {

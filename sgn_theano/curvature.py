@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedInputError, pullback, pushforward
-from pytensor.graph.traversal import ancestors
 from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.validation import check_computed_from, check_loss, check_matching_blocks
 
 __all__ = [
     "HESSIAN_PRODUCT_TAG",
@@ -61,19 +62,6 @@ def attach_hessian_product(
     return loss
 
 
-def _check_matching(name: str, references: Sequence, vectors: Sequence, what: str):
-    if len(references) != len(vectors):
-        raise ValueError(
-            f"`{name}` has {len(vectors)} entries but there are {len(references)} {what}."
-        )
-    for i, (ref, vec) in enumerate(zip(references, vectors)):
-        if ref.type.ndim != vec.type.ndim:
-            raise ValueError(
-                f"Element {i} of `{name}` has {vec.type.ndim} dimensions, "
-                f"but the matching {what[:-1]} has {ref.type.ndim}."
-            )
-
-
 def _as_list(variables) -> list:
     if isinstance(variables, (list, tuple)):
         return list(variables)
@@ -102,7 +90,7 @@ def jacobian_vector_product(
         ``J v``, shaped like ``outputs``.
     """
     params, tangents = _as_list(params), _as_list(tangents)
-    _check_matching("tangents", params, tangents, "parameters")
+    check_matching_blocks("tangents", params, tangents, "parameters")
     try:
         return pushforward(outputs, params, tangents)
     except DisconnectedInputError as error:
@@ -131,7 +119,7 @@ def vector_jacobian_product(
         :math:`(J^\\top u)_i`, one per parameter and shaped like it.
     """
     params = _as_list(params)
-    _check_matching("cotangents", [outputs], [cotangents], "outputs")
+    check_matching_blocks("cotangents", [outputs], [cotangents], "outputs")
     try:
         return list(pullback(outputs, params, cotangents))
     except DisconnectedInputError as error:
@@ -162,14 +150,12 @@ def loss_hessian_product(
     TensorVariable
         ``H_L u``, shaped like ``outputs``.
     """
-    _check_matching("vectors", [outputs], [vectors], "outputs")
-    if loss.type.ndim != 0:
-        raise ValueError(f"`loss` must be a scalar, got {loss.type.ndim} dimensions.")
+    check_matching_blocks("vectors", [outputs], [vectors], "outputs")
+    check_loss(loss)
     recorded = getattr(loss.tag, HESSIAN_PRODUCT_TAG, None)
     if recorded is not None and recorded[0] is outputs:
         return recorded[1](vectors)
-    if outputs not in ancestors([loss]):
-        raise ValueError("`loss` is not computed from `outputs`.")
+    check_computed_from(loss, outputs)
     loss_gradient = pytensor.grad(loss, outputs)
     return pytensor.grad(pt.sum(loss_gradient * vectors), outputs, consider_constant=[vectors])
 

@@ -114,12 +114,12 @@ def load_mnist(directory: str, *, flatten: bool = True):
 
 def minibatches(
     arrays: Sequence[np.ndarray], batch_size: int, *, seed: int = 0
-) -> Iterator[tuple[float, tuple[np.ndarray, ...]]]:
-    """Endless shuffled mini-batches: yields ``(epochs_done, batch)`` forever.
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Endless shuffled mini-batches: yields one row-subset of every array, forever.
 
     Each epoch is a new permutation (seeded); the last incomplete batch of an epoch
-    is dropped so every batch has ``batch_size`` rows. ``epochs_done`` counts the
-    epochs completed before the batch, as a fraction.
+    is dropped, so every batch has ``batch_size`` rows and an epoch is
+    ``len(arrays[0]) // batch_size`` batches.
     """
     size = len(arrays[0])
     if any(len(array) != size for array in arrays):
@@ -127,11 +127,8 @@ def minibatches(
     if not 1 <= batch_size <= size:
         raise ValueError(f"`batch_size` must be in [1, {size}], got {batch_size}.")
     rng = np.random.default_rng(seed)
-    per_epoch = size // batch_size
-    epoch = 0
     while True:
         order = rng.permutation(size)
-        for index in range(per_epoch):
-            rows = order[index * batch_size : (index + 1) * batch_size]
-            yield epoch + index / per_epoch, tuple(array[rows] for array in arrays)
-        epoch += 1
+        for start in range(0, size - batch_size + 1, batch_size):
+            rows = order[start : start + batch_size]
+            yield tuple(array[rows] for array in arrays)

@@ -11,6 +11,7 @@ from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.validation import check_float, check_integer
 
 __all__ = ["LineSearchResult", "armijo_backtracking"]
 
@@ -68,12 +69,10 @@ def armijo_backtracking(
     LineSearchResult
         The step size, its loss, the number of tries and whether it succeeded.
     """
-    if not 0 < shrink < 1:
-        raise ValueError(f"`shrink` must lie in (0, 1), got {shrink!r}.")
-    if not 0 < sufficient_decrease < 1:
-        raise ValueError(f"`sufficient_decrease` must lie in (0, 1), got {sufficient_decrease!r}.")
-    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
-        raise ValueError(f"`max_tries` must be an integer >= 1, got {max_tries!r}.")
+    open_unit = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
+    check_float("shrink", shrink, **open_unit)
+    check_float("sufficient_decrease", sufficient_decrease, **open_unit)
+    check_integer("max_tries", max_tries, low=1)
     dtype = loss.dtype
     exponents = pt.arange(max_tries, dtype=dtype)
     candidates = pt.cast(initial_step, dtype) * pt.constant(shrink, dtype=dtype) ** exponents

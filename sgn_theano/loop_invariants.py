@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
-from pytensor.graph.replace import clone_replace
+from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import toposort
 
 __all__ = ["hoist_loop_invariants"]
@@ -65,6 +65,6 @@ def hoist_loop_invariants(
     def body(vectors: Blocks, inner_invariants: Blocks) -> Blocks:
         replace = dict(zip(placeholders, vectors))
         replace.update(zip(invariants, inner_invariants))
-        return clone_replace(results, replace=replace)
+        return graph_replace(results, replace=replace)
 
     return body, invariants

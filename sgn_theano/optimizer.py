@@ -37,6 +37,7 @@ from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.curvature import gauss_newton_product
 from sgn_theano.damping import model_decrease_ratio, trust_region_damping
 from sgn_theano.line_search import armijo_backtracking
+from sgn_theano.updates import shared_zeros_like
 
 __all__ = ["SGN", "StepInfo", "gauss_newton_direction", "sgn"]
 
@@ -159,11 +160,6 @@ def sgn(
     return OrderedDict(
         (param, param + alpha * direction) for param, direction in zip(params, solution.x)
     )
-
-
-def _shared_like(param, name: str):
-    value = np.zeros_like(param.get_value(borrow=True))
-    return pytensor.shared(value, name=f"{param.name or 'param'}_{name}")
 
 
 class SGN:
@@ -306,10 +302,10 @@ class SGN:
             "step_count": [pytensor.shared(np.int64(0), name="step_count")],
         }
         if self.config["momentum"] > 0:
-            state["momentum"] = [_shared_like(p, "momentum") for p in self.params]
+            state["momentum"] = [shared_zeros_like(p, "momentum") for p in self.params]
             state["momentum_count"] = [pytensor.shared(np.int64(0), name="momentum_count")]
         if self.config["warm_start"] > 0:
-            state["direction"] = [_shared_like(p, "direction") for p in self.params]
+            state["direction"] = [shared_zeros_like(p, "direction") for p in self.params]
         return state
 
     def _constant(self, value: float) -> TensorVariable:

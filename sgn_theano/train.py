@@ -165,7 +165,7 @@ def train(
     bar = tqdm(total=budget, desc=name, unit="s" if by_time else "step", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]")
     try:
-        for _, batch in minibatches(train_arrays, batch_size, seed=seed):
+        for batch in minibatches(train_arrays, batch_size, seed=seed):
             started = time.perf_counter()
             loss = step(*batch)
             elapsed = time.perf_counter() - started

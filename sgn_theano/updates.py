@@ -18,10 +18,11 @@ import pytensor.tensor as pt
 from sgn_theano.validation import get_or_compute_grads
 from sgn_theano.validation import scalar_hyperparameter
 
-__all__ = ["adam", "momentum", "sgd"]
+__all__ = ["adam", "momentum", "sgd", "shared_zeros_like"]
 
 
-def _buffer(param, name: str):
+def shared_zeros_like(param, name: str):
+    """A zero-filled shared buffer shaped like ``param``, named ``<param name>_<name>``."""
     value = np.zeros_like(param.get_value(borrow=True))
     return pytensor.shared(value, name=f"{param.name or 'param'}_{name}")
 
@@ -47,7 +48,7 @@ def momentum(loss_or_grads, params: Sequence, learning_rate, momentum=0.9) -> Or
     for param, grad in zip(params, grads):
         lr = scalar_hyperparameter("learning_rate", learning_rate, param.dtype, low=0.0, low_open=True)
         mu = scalar_hyperparameter("momentum", momentum, param.dtype, low=0.0, high=1.0, high_open=True)
-        velocity = _buffer(param, "velocity")
+        velocity = shared_zeros_like(param, "velocity")
         new_velocity = mu * velocity - lr * grad
         updates[velocity] = new_velocity
         updates[param] = param + new_velocity
@@ -73,7 +74,7 @@ def adam(loss_or_grads, params: Sequence, learning_rate=1e-3, beta1=0.9, beta2=0
     scaled_lr = lr * pt.sqrt(1 - b2**t) / (1 - b1**t)
     updates = OrderedDict()
     for param, grad in zip(params, grads):
-        first, second = _buffer(param, "adam_m"), _buffer(param, "adam_v")
+        first, second = shared_zeros_like(param, "adam_m"), shared_zeros_like(param, "adam_v")
         new_first = b1 * first + (1 - b1) * grad
         new_second = b2 * second + (1 - b2) * pt.sqr(grad)
         updates[first] = new_first

@@ -20,11 +20,13 @@ from pytensor.tensor.variable import TensorVariable
 
 __all__ = [
     "check_batch",
+    "check_computed_from",
     "check_float",
     "check_graph",
     "check_inputs",
     "check_integer",
     "check_loss",
+    "check_matching_blocks",
     "check_mode",
     "check_params",
     "get_or_compute_grads",
@@ -68,14 +70,30 @@ def check_loss(loss) -> TensorVariable:
     return loss
 
 
-def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable]) -> str:
-    """Check ``loss`` <- ``outputs`` <- every parameter; return the common float dtype."""
+def check_computed_from(loss: TensorVariable, outputs) -> None:
+    """Check ``outputs`` is a symbolic tensor that ``loss`` is computed from."""
     if not isinstance(outputs, TensorVariable):
         raise TypeError(f"`outputs` must be a symbolic PyTensor tensor, got "
                         f"{type(outputs).__name__}.")
     if outputs not in ancestors([loss]):
         raise ValueError("`loss` is not computed from `outputs`: pass the variable the loss "
                          "was built from (the logits, or the linear regression output).")
+
+
+def check_matching_blocks(name: str, references: Sequence, blocks: Sequence, what: str):
+    """Check ``blocks`` has one entry per reference, each with the same number of dims."""
+    if len(references) != len(blocks):
+        raise ValueError(f"`{name}` has {len(blocks)} entries but there are "
+                         f"{len(references)} {what}.")
+    for i, (reference, block) in enumerate(zip(references, blocks)):
+        if reference.type.ndim != block.type.ndim:
+            raise ValueError(f"Element {i} of `{name}` has {block.type.ndim} dimensions, "
+                             f"but the matching {what[:-1]} has {reference.type.ndim}.")
+
+
+def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable]) -> str:
+    """Check ``loss`` <- ``outputs`` <- every parameter; return the common float dtype."""
+    check_computed_from(loss, outputs)
     upstream = set(ancestors([outputs]))
     for i, param in enumerate(params):
         if param not in upstream:

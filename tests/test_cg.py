@@ -115,11 +115,11 @@ def test_zero_right_hand_side_gives_zero_without_nan(exact_solver):
 
 def test_invalid_arguments_are_named():
     b = [pt.vector()]
-    with pytest.raises(ValueError, match="`max_iters` must be an integer >= 1"):
+    with pytest.raises(ValueError, match="`max_iters` must be >= 1, got 0"):
         conjugate_gradient(lambda v: v, b, max_iters=0)
-    with pytest.raises(ValueError, match="`tol` must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"`tol` must be a finite number in \[0.0, inf\]"):
         conjugate_gradient(lambda v: v, b, max_iters=1, tol=-1.0)
-    with pytest.raises(ValueError, match="`x0` has 2 blocks but `b` has 1"):
+    with pytest.raises(ValueError, match="`x0` has 2 entries but there are 1 blocks of `b`"):
         conjugate_gradient(lambda v: v, b, max_iters=1, x0=[pt.vector(), pt.vector()])
     with pytest.raises(TypeError, match="share one dtype"):
         conjugate_gradient(lambda v: v, [pt.vector(dtype="float32"), pt.vector()], max_iters=1)

@@ -24,7 +24,7 @@ def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
     loss = softmax_cross_entropy(logits, y)
     optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
     batches = minibatches((x_train, y_train), 1000, seed=0)
-    infos = [optimizer.step(*next(batches)[1]) for _ in range(60)]
+    infos = [optimizer.step(*next(batches)) for _ in range(60)]
     predict = pytensor.function([x], pt.argmax(logits, axis=1), mode=mode)
     accuracy = float(np.mean(predict(x_test) == y_test))
     assert all(np.isfinite(info.loss) for info in infos)

@@ -45,8 +45,8 @@ def test_non_finite_loss_never_accepted():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"shrink": 1.0}, "`shrink` must lie in"), ({"sufficient_decrease": 0.0}, "`sufficient_decrease`"),
-    ({"max_tries": 0}, "`max_tries` must be an integer")])
+    ({"shrink": 1.0}, r"`shrink` must be a finite number in \(0.0, 1.0\)"), ({"sufficient_decrease": 0.0}, "`sufficient_decrease`"),
+    ({"max_tries": 0}, "`max_tries` must be >= 1")])
 def test_invalid_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         armijo_backtracking(lambda a: a, pt.constant(0.0), pt.constant(-1.0), initial_step=1.0,

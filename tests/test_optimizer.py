@@ -32,6 +32,25 @@ def test_class_step_with_exact_cg_equals_dense_solution(loss_name):
     np.testing.assert_allclose(change, direction, rtol=1e-7, atol=1e-10)
 
 
+def test_preconditioner_is_used_by_the_class():
+    # A constant preconditioner leaves exact PCG's solution unchanged; a zero one gives
+    # no search direction, so CG stops at once: both show it is wired in.
+    (loss, outputs, params, inputs), batch, direction = exact_direction()
+    start = [p.get_value() for p in params]
+    options = dict(max_cg_iters=60, cg_tol=0.0, damping=DAMPING, trust_region=False,
+                   line_search=False, mode=TEST_MODE)
+    before = flatten(start)
+    SGN(loss, params, outputs, inputs, preconditioner=lambda r: [4.0 * ri for ri in r],
+        **options).step(*batch)
+    np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,
+                               rtol=1e-7, atol=1e-10)
+    for p, value in zip(params, start):
+        p.set_value(value)
+    info = SGN(loss, params, outputs, inputs, preconditioner=lambda r: [0.0 * ri for ri in r],
+               **options).step(*batch)
+    assert info.cg_iterations == 0
+
+
 def test_updates_function_with_exact_cg_equals_dense_solution():
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     before = flatten(p.get_value() for p in params)

@@ -1,0 +1,24 @@
+"""The step benchmark runs end to end (tiny sizes, no timing asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_steps_writes_every_figure(tmp_path):
+    output = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_steps.py"), "--models", "a",
+         "--batch-size", "20", "--rounds", "1", "--calls", "1", "--mode", "FAST_COMPILE",
+         "--output", str(output)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(output.read_text())["models"]["a"]
+    expected = {"gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
+                "SGN k=10 (trust region + line search)"}
+    assert expected <= set(report["median_s"]) and set(report["median_s"]) == set(
+        report["compile_s"])
+    assert report["ratio_to_gradient"]["gradient"] == 1.0
+    assert "G v" in completed.stdout

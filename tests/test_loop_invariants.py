@@ -1,0 +1,70 @@
+"""Loop-invariant work is computed outside the scan loops, once per step."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from conftest import TEST_MODE, build_problem
+from pytensor.compile.mode import Mode
+from pytensor.graph.traversal import ancestors, applys_between
+from pytensor.scan.op import Scan
+
+from sgn_theano import SGN
+from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.optimizer import gauss_newton_direction
+
+
+def scalar_op_names(op: Scan) -> set[str]:
+    return {type(node.op.scalar_op).__name__
+            for node in applys_between(op.inner_inputs, op.inner_outputs)
+            if hasattr(node.op, "scalar_op")}
+
+
+def test_hoists_nested_invariants_and_keeps_the_variant_part():
+    x = pt.vector("x")
+    hidden = pt.tanh(x)           # invariant, and an ancestor of the next invariant
+    feature = pt.exp(hidden) * x  # invariant
+    body, invariants = hoist_loop_invariants(lambda s: [s[0] * feature + hidden], [pt.vector()])
+    assert set(invariants) == {feature, hidden}
+    v, inner_feature, inner_hidden = pt.vector(), pt.vector(), pt.vector()
+    (rebuilt,) = body([v], [inner_feature if i is feature else inner_hidden for i in invariants])
+    assert x not in set(ancestors([rebuilt]))  # the invariant graph is cut off
+    value = pytensor.function([v, inner_feature, inner_hidden], rebuilt, mode=TEST_MODE)(
+        np.ones(2), np.full(2, 3.0), np.full(2, 4.0))
+    np.testing.assert_array_equal(value, [7.0, 7.0])
+
+
+def test_cg_loop_body_does_not_recompute_the_forward_pass():
+    loss, outputs, params, _ = build_problem("softmax_cross_entropy", "tanh", "float64")
+    gradients = pytensor.grad(loss, params)
+    solution = gauss_newton_direction(loss, params, outputs, [-g for g in gradients],
+                                      pt.constant(0.1, dtype="float64"), max_cg_iters=3)
+    (loop,) = {v.owner for v in ancestors(solution.x)
+               if v.owner is not None and isinstance(v.owner.op, Scan)}
+    names = scalar_op_names(loop.op)
+    assert "Tanh" not in names and "Exp" not in names  # activations and softmax hoisted
+    assert "Mul" in names  # the vector-dependent products stay in the loop
+
+
+def test_sgn_step_runs_one_cg_loop_and_one_line_search_loop():
+    loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
+    optimizer = SGN(loss, params, outputs, inputs, mode=TEST_MODE)
+    loops = [node for node in optimizer._step.maker.fgraph.apply_nodes
+             if isinstance(node.op, Scan)]
+    assert len(loops) == 2  # no copy of the CG loop (graph_replace, not clone_replace)
+    evaluating = [loop for loop in loops
+                  if any(type(node.op).__name__ == "LogSoftmax"
+                         for node in loop.op.fgraph.apply_nodes)]
+    assert len(evaluating) == 1  # only the line search evaluates the loss (at new params)
+
+
+def test_step_graph_as_built_holds_no_copy_of_the_cg_loop():
+    # No rewrites at all: the compiled graph is the graph as built, so a copy of the CG
+    # loop (clone_replace instead of graph_replace in the loss after the step) shows.
+    unrewritten = Mode(linker="py", optimizer=None)
+    loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
+    for line_search, expected in ((False, 1), (True, 2)):
+        optimizer = SGN(loss, params, outputs, inputs, line_search=line_search,
+                        mode=unrewritten)
+        loops = [node for node in optimizer._step.maker.fgraph.apply_nodes
+                 if isinstance(node.op, Scan)]
+        assert len(loops) == expected, line_search

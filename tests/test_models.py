@@ -1,0 +1,41 @@
+"""The MLP builder: shapes, initialisation scale, activations and errors."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from conftest import TEST_MODE
+
+from sgn_theano.models import mlp
+
+
+@pytest.mark.parametrize("activation, gain", [("relu", 2.0), ("tanh", 1.0), ("sigmoid", 1.0)])
+def test_shapes_dtype_and_initialisation(activation, gain):
+    x = pt.matrix("x", dtype="float32")
+    outputs, params = mlp(x, [300, 200, 5], activation=activation, seed=1)
+    assert [p.get_value().shape for p in params] == [(300, 200), (200,), (200, 5), (5,)]
+    assert all(p.dtype == "float32" for p in params)
+    assert np.std(params[0].get_value()) == pytest.approx(np.sqrt(gain / 300), rel=0.05)
+    assert not params[1].get_value().any()
+    value = pytensor.function([x], outputs, mode=TEST_MODE)(np.ones((4, 300), np.float32))
+    assert value.shape == (4, 5) and value.dtype == np.float32
+
+
+def test_relu_matches_numpy_and_seed_fixes_weights():
+    x = pt.matrix("x")
+    outputs, params = mlp(x, [3, 4, 2], activation="relu", seed=3)
+    w1, b1, w2, b2 = [p.get_value() for p in params]
+    data = np.random.default_rng(0).standard_normal((5, 3))
+    expected = np.maximum(data @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(pytensor.function([x], outputs, mode=TEST_MODE)(data), expected)
+    again = mlp(pt.matrix(), [3, 4, 2], activation="relu", seed=3)[1]
+    assert all(np.array_equal(p.get_value(), q.get_value()) for p, q in zip(params, again))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="`activation` must be one of"):
+        mlp(pt.matrix(), [3, 2], activation="gelu")
+    with pytest.raises(ValueError, match="`sizes` must list at least two"):
+        mlp(pt.matrix(), [3])
+    with pytest.raises(ValueError, match="`inputs` must be a matrix"):
+        mlp(pt.tensor3(), [3, 2])
