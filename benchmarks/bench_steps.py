@@ -25,13 +25,15 @@ MODELS = {"a": ((784, 20, 20, 20, 10), "tanh"), "b": ((784, 256, 256, 10), "relu
 
 
 def build(model: str, mode, batch: int):
-    """Compiled callables of one model, each taking no argument, and their compile
-    times (first call included: JIT backends compile there)."""
+    """Compiled callables of one model, each taking no argument; their compile times
+    (first call included: JIT backends compile there); and, for SGN, the CG iterations
+    each call ran (CG stops early once the residual vanishes, e.g. when repeated steps on
+    one batch have fitted it, so the timings are read together with them)."""
     sizes, activation = MODELS[model]
     rng = np.random.default_rng(0)
     xb = rng.random((batch, sizes[0]), dtype=np.float32)
     yb = rng.integers(0, sizes[-1], batch).astype(np.int32)
-    functions, compile_s = {}, {}
+    functions, compile_s, cg_iterations = {}, {}, {}
 
     def add(name, make):
         """Build a fresh model, let ``make`` compile a callable on it, and time that."""
@@ -48,10 +50,11 @@ def build(model: str, mode, batch: int):
         function = pytensor.function([x, y], outputs, updates=updates, mode=mode)
         return lambda: function(xb, yb)
 
-    def sgn_step(x, y, logits, params, loss, k, step_control):
+    def sgn_step(x, y, logits, params, loss, label, k, step_control):
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k, cg_tol=0.0,
                         trust_region=step_control, line_search=step_control, mode=mode)
-        return lambda: optimizer.step(xb, yb)
+        iterations = cg_iterations.setdefault(label, [])
+        return lambda: iterations.append(optimizer.step(xb, yb).cg_iterations)
 
     add("gradient", lambda x, y, z, p, loss: compiled(x, y, [loss, *pytensor.grad(loss, p)]))
     add("gradient + G v", lambda x, y, z, p, loss: compiled(
@@ -62,9 +65,9 @@ def build(model: str, mode, batch: int):
         for step_control in (False, True):
             label = f"SGN k={k}" + (" (trust region + line search)" if step_control
                                     else " (fixed)")
-            add(label, lambda *model, k=k, step_control=step_control: sgn_step(
-                *model, k, step_control))
-    return functions, compile_s
+            add(label, lambda *model, label=label, k=k, step_control=step_control: sgn_step(
+                *model, label, k, step_control))
+    return functions, compile_s, cg_iterations
 
 
 def interleaved_medians(functions: dict, rounds: int, calls: int) -> dict:
@@ -92,7 +95,7 @@ def main():
     report = {"mode": mode_name, "batch_size": args.batch_size, "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "models": {}}
     for model in args.models:
-        functions, compile_s = build(model, mode, args.batch_size)
+        functions, compile_s, cg_iterations = build(model, mode, args.batch_size)
         medians = interleaved_medians(functions, args.rounds, args.calls)
         medians["G v"] = medians.pop("gradient + G v") - medians["gradient"]
         compile_s["G v"] = compile_s.pop("gradient + G v")
@@ -100,11 +103,15 @@ def main():
         sizes, activation = MODELS[model]
         print(f"\nmodel {model}: MLP {'-'.join(map(str, sizes))} {activation}, batch "
               f"{args.batch_size}, float32, mode {mode_name}")
-        print(f"{'figure':<42} {'median ms':>10} {'/ gradient':>11} {'compile s':>10}")
+        mean_iterations = {name: float(np.mean(counts)) for name, counts in cg_iterations.items()}
+        print(f"{'figure':<42} {'median ms':>10} {'/ gradient':>11} {'compile s':>10} "
+              f"{'CG iters':>9}")
         for name, seconds in medians.items():
+            iterations = f"{mean_iterations[name]:.1f}" if name in mean_iterations else ""
             print(f"{name:<42} {seconds * 1e3:>10.2f} {seconds / gradient:>11.2f} "
-                  f"{compile_s[name]:>10.1f}")
+                  f"{compile_s[name]:>10.1f} {iterations:>9}")
         report["models"][model] = {"median_s": medians, "compile_s": compile_s,
+                                   "mean_cg_iterations": mean_iterations,
                                    "ratio_to_gradient": {n: s / gradient
                                                          for n, s in medians.items()}}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

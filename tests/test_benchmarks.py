@@ -21,4 +21,8 @@ def test_bench_steps_writes_every_figure(tmp_path):
     assert expected <= set(report["median_s"]) and set(report["median_s"]) == set(
         report["compile_s"])
     assert report["ratio_to_gradient"]["gradient"] == 1.0
+    iterations = report["mean_cg_iterations"]
+    assert set(iterations) == {name for name in expected | set(report["median_s"])
+                               if name.startswith("SGN")}
+    assert all(0 <= count <= (10 if "k=10" in name else 3) for name, count in iterations.items())
     assert "G v" in completed.stdout
