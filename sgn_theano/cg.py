@@ -61,6 +61,7 @@ def conjugate_gradient(
     tol: float | TensorVariable = 0.0,
     x0: Sequence[TensorVariable] | None = None,
     preconditioner: Callable[[Blocks], Blocks] | None = None,
+    progress_tol: float = 0.0,
 ) -> CGResult:
     """Approximately solve ``matvec(x) = b`` with preconditioned conjugate gradient.
 
@@ -73,10 +74,18 @@ def conjugate_gradient(
         x_{k+1} = x_k + \\alpha_k p_k, \\quad r_{k+1} = r_k - \\alpha_k A p_k, \\quad
         p_{k+1} = M r_{k+1} + \\frac{r_{k+1}^\\top M r_{k+1}}{r_k^\\top M r_k} p_k.
 
-    The loop stops after ``max_iters`` iterations, once :math:`\\lVert r \\rVert \\le`
-    ``tol``, or when a direction has no positive curvature (:math:`p^\\top A p \\le 0`,
-    so the step would not decrease the quadratic model); a stopped iteration leaves
-    ``x`` unchanged and is not counted in ``iterations``.
+    The loop stops after ``max_iters`` iterations, or earlier:
+
+    * once :math:`\\lVert r \\rVert \\le` ``tol``;
+    * on a direction without positive curvature, :math:`p^\\top A p \\le 0` (the
+      negative- or zero-curvature guard: the step would not decrease the quadratic
+      model); that iteration leaves ``x`` unchanged and is not counted in ``iterations``;
+    * with ``progress_tol`` :math:`= \\epsilon > 0`, on too little relative progress
+      on the quadratic model :math:`\\phi(x) = \\tfrac12 x^\\top A x - b^\\top x =
+      -\\tfrac12 x^\\top (b + r)` (Martens 2010, section 4.4): after iteration
+      :math:`i`, with window :math:`k = \\max(10, \\lfloor 0.1 i \\rfloor)`, stop if
+      :math:`i > k`, :math:`\\phi(x_i) < 0` and
+      :math:`(\\phi(x_i) - \\phi(x_{i-k})) / \\phi(x_i) < k \\epsilon`.
 
     Parameters
     ----------
@@ -92,9 +101,16 @@ def conjugate_gradient(
     tol : float or scalar TensorVariable
         Absolute tolerance on the residual norm; ``0`` runs ``max_iters`` iterations.
     x0 : list of TensorVariable, optional
-        Starting point (warm start), shaped like ``b``.
+        Starting point (warm start), shaped like ``b``. It is used only if it beats
+        zero on the quadratic model, :math:`\\phi(x_0) < 0 = \\phi(0)`; otherwise CG
+        starts from zero. So :math:`\\phi(x) < 0` after any iteration, and with
+        :math:`b = -g` the result is a descent direction, :math:`g^\\top x < 0`.
     preconditioner : callable, optional
-        ``list -> list``, the product ``M r`` with ``M`` symmetric positive definite.
+        ``list -> list``, the product ``M r`` with ``M`` symmetric positive definite
+        (e.g. :func:`sgn_theano.preconditioners.diagonal_preconditioner`).
+    progress_tol : float
+        :math:`\\epsilon \\ge 0` of the relative-progress rule; ``0`` turns it off.
+        Martens uses ``5e-4``. The rule needs more than 10 iterations to act.
 
     Returns
     -------
@@ -113,23 +129,30 @@ def conjugate_gradient(
     b = [pt.as_tensor_variable(block) for block in b]
     x0 = None if x0 is None else [pt.as_tensor_variable(block) for block in x0]
     _validate(b, x0, max_iters, tol)
+    check_float("progress_tol", progress_tol, low=0.0)
     dtype = b[0].dtype
     tol = pt.cast(tol, dtype)
     precondition = preconditioner if preconditioner is not None else (lambda r: r)
     zero = pt.constant(0, dtype=dtype)
 
+    def model_value(x: Blocks, r: Blocks) -> TensorVariable:
+        return -(dot(x, b) + dot(x, r)) / 2
+
     if x0 is None:
         x_start = [pt.zeros_like(block) for block in b]
         r_start = list(b)
     else:
-        x_start = [pt.cast(block, dtype) for block in x0]
-        r_start = [rhs - product for rhs, product in zip(b, matvec(x_start))]
+        x_warm = [pt.cast(block, dtype) for block in x0]
+        r_warm = [rhs - product for rhs, product in zip(b, matvec(x_warm))]
+        better = model_value(x_warm, r_warm) < zero  # phi(0) = 0
+        x_start = [pt.switch(better, x, pt.zeros_like(x)) for x in x_warm]
+        r_start = [pt.switch(better, r, rhs) for r, rhs in zip(r_warm, b)]
     z_start = precondition(r_start)
     n = len(b)
 
     def iteration(state: Blocks) -> Blocks:
         x, r, p = state[:n], state[n : 2 * n], state[2 * n : 3 * n]
-        rz, residual_norm, count = state[3 * n :]
+        rz, residual_norm, count = state[3 * n : 3 * n + 3]
         a_p = matvec(p)
         curvature = dot(p, a_p)
         active = (residual_norm > tol) & (curvature > zero)
@@ -143,7 +166,17 @@ def conjugate_gradient(
         next_norm = pt.sqrt(dot(r, r))
         count = count + pt.cast(active, "int64")
         stop = pt.invert(active) | (next_norm <= tol)
-        return [*x, *r, *p, rz_next, next_norm, count, stop]
+        if not progress_tol:
+            return [*x, *r, *p, rz_next, next_norm, count, stop]
+        (values,) = state[3 * n + 3 :]
+        value = model_value(x, r)
+        values = pt.set_subtensor(values[count], value)
+        window = pt.maximum(10, count // 10)
+        earlier = values[pt.maximum(count - window, 0)]
+        stalled = ((count > window) & (value < zero)
+                   & ((value - earlier) / pt.switch(value < zero, value, -1)
+                      < pt.cast(window, dtype) * pt.constant(progress_tol, dtype=dtype)))
+        return [*x, *r, *p, rz_next, next_norm, count, values, stop | stalled]
 
     outputs_info = [
         *x_start,
@@ -153,6 +186,10 @@ def conjugate_gradient(
         pt.sqrt(dot(r_start, r_start)),
         pt.constant(0, dtype="int64"),
     ]
+    if progress_tol:
+        # phi(x_i) for i = 0..max_iters, read back `window` iterations later.
+        values = pt.zeros((max_iters + 1,), dtype=dtype)
+        outputs_info.append(pt.set_subtensor(values[0], model_value(x_start, r_start)))
     body, invariants = hoist_loop_invariants(iteration, outputs_info)
     n_state = len(outputs_info)
 

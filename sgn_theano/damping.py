@@ -1,14 +1,21 @@
 """Damping (Levenberg-Marquardt) rules for the SGN system :math:`(G + \\rho I) d = -g`.
 
-Small pure functions on symbolic scalars, compiled into the SGN step.
+Small pure functions on symbolic scalars, compiled into the SGN step: the trust-region
+rule (adaptive) and the schedules used when it is off (``constant``, ``linear``,
+``cosine``).
 """
 
 from __future__ import annotations
 
+import math
+
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
-__all__ = ["model_decrease_ratio", "trust_region_damping"]
+__all__ = ["SCHEDULES", "model_decrease_ratio", "scheduled_damping", "trust_region_damping"]
+
+#: Names of the damping schedules :func:`scheduled_damping` knows.
+SCHEDULES = ("constant", "linear", "cosine")
 
 #: Ratio thresholds and factors of the trust-region rule (the SGN authors' defaults).
 LOWER_RATIO = 0.25
@@ -65,3 +72,53 @@ def trust_region_damping(
     factor = pt.switch(bad, INCREASE_FACTOR, pt.switch(good, DECREASE_FACTOR, 1.0))
     updated = pt.clip(damping * pt.cast(factor, dtype), min_damping, max_damping)
     return pt.cast(updated, dtype)
+
+
+def scheduled_damping(
+    step: TensorVariable,
+    *,
+    initial: float,
+    final: float,
+    steps: int,
+    schedule: str,
+) -> TensorVariable:
+    """Damping of a schedule at step ``step`` (counted from 0), as in the SGN authors' code.
+
+    With :math:`u = \\min(t / T, 1)`, :math:`\\rho_0` = ``initial`` and
+    :math:`\\rho_{\\min}` = ``final``:
+
+    .. math::
+
+        \\rho_t = \\rho_{\\min} + (\\rho_0 - \\rho_{\\min}) \\cdot
+        \\begin{cases} 1 & \\text{constant} \\\\
+                       1 - u & \\text{linear} \\\\
+                       \\tfrac12 (1 + \\cos \\pi u) & \\text{cosine} \\end{cases}
+
+    so the damping decays from ``initial`` to ``final`` over ``steps`` steps and stays
+    there (``constant`` is :math:`\\rho_0` throughout).
+
+    Parameters
+    ----------
+    step : scalar integer TensorVariable
+        :math:`t \\ge 0`.
+    initial, final : float
+        :math:`\\rho_0` and :math:`\\rho_{\\min}`.
+    steps : int
+        :math:`T \\ge 1`, the length of the decay.
+    schedule : {"constant", "linear", "cosine"}
+
+    Returns
+    -------
+    scalar TensorVariable
+        :math:`\\rho_t`, float64 (cast it to the model's dtype).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown damping schedule {schedule!r}; use one of {SCHEDULES}.")
+    if schedule == "constant":
+        return pt.as_tensor_variable(float(initial))
+    progress = pt.minimum(pt.cast(step, "float64") / float(steps), 1.0)
+    if schedule == "linear":
+        fraction = 1.0 - progress
+    else:
+        fraction = 0.5 * (1.0 + pt.cos(math.pi * progress))
+    return final + (initial - final) * fraction

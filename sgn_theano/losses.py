@@ -9,11 +9,15 @@ twice. ``B`` is the batch size (the first axis of ``outputs``).
 from __future__ import annotations
 
 import pytensor.tensor as pt
+from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.curvature import attach_hessian_product
 
 __all__ = ["binary_cross_entropy", "softmax_cross_entropy", "squared_error"]
+
+LABELS_OUT_OF_RANGE = ("A label is out of range: `softmax_cross_entropy` needs integer labels "
+                       "in [0, C), C the number of logit columns.")
 
 
 def _batch_size(outputs: TensorVariable) -> TensorVariable:
@@ -39,12 +43,15 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
     logits : TensorVariable
         ``z``, shape ``(B, C)``.
     labels : TensorVariable
-        Integer labels in ``[0, C)``, shape ``(B,)``.
+        Integer labels in ``[0, C)``, shape ``(B,)``; a label outside raises
+        ``ValueError`` when the compiled function runs (before any update applies).
     """
     _require_ndim("logits", logits, 2)
     _require_ndim("labels", labels, 1)
     if not labels.dtype.startswith(("int", "uint")):
         raise TypeError(f"`labels` must be integers, got dtype {labels.dtype}.")
+    in_range = pt.all((labels >= 0) & (labels < logits.shape[1]))
+    labels = CheckAndRaise(ValueError, LABELS_OUT_OF_RANGE)(labels, in_range)
     log_probabilities = pt.special.log_softmax(logits, axis=1)
     picked = log_probabilities[pt.arange(labels.shape[0]), labels]
     loss = -pt.mean(picked)

@@ -35,8 +35,15 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano import validation
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.curvature import gauss_newton_product
-from sgn_theano.damping import model_decrease_ratio, trust_region_damping
+from sgn_theano.damping import (
+    LOWER_RATIO,
+    SCHEDULES,
+    model_decrease_ratio,
+    scheduled_damping,
+    trust_region_damping,
+)
 from sgn_theano.line_search import armijo_backtracking
+from sgn_theano.preconditioners import diagonal_preconditioner
 from sgn_theano.updates import shared_zeros_like
 
 __all__ = ["SGN", "StepInfo", "gauss_newton_direction", "sgn"]
@@ -47,10 +54,17 @@ Blocks = list[TensorVariable]
 REJECTION_REASONS = (
     "",
     "non-finite loss or gradient",
-    "non-finite search direction",
+    "non-finite search direction, or not a descent direction",
     "line search found no sufficient decrease",
     "non-finite loss after the step",
+    "trust-region ratio below the rejection threshold",
 )
+
+#: Default decay of the warm start (Martens 2010).
+WARM_START = 0.95
+
+#: Factor raising the damping after a rejected step when the trust region is off.
+REJECTION_DAMPING_FACTOR = 1.5
 
 
 class StepInfo(NamedTuple):
@@ -59,7 +73,7 @@ class StepInfo(NamedTuple):
     loss: float  # L(theta) on the batch, before the step
     loss_after: float  # L(theta + alpha d) at the step size taken; nan if not evaluated
     damping: float  # rho used to solve for this step's direction
-    ratio: float  # trust-region ratio r; nan without trust region or if rejected early
+    ratio: float  # trust-region ratio r; nan if the loss after the step was not evaluated
     step_size: float  # alpha taken (the last one tried if the step was rejected)
     cg_iterations: int  # CG iterations that updated the direction
     cg_residual_norm: float  # ||-g - (G + rho I) d|| at the end of CG
@@ -79,6 +93,7 @@ def gauss_newton_direction(
     cg_tol: float | TensorVariable = 0.0,
     x0: Sequence[TensorVariable] | None = None,
     preconditioner: Callable[[Blocks], Blocks] | None = None,
+    progress_tol: float = 0.0,
 ) -> CGResult:
     """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
 
@@ -90,8 +105,8 @@ def gauss_newton_direction(
         :math:`b`, shaped like ``params`` (``-g`` for the SGN direction).
     damping : scalar TensorVariable
         :math:`\\rho \\ge 0`.
-    max_cg_iters, cg_tol, x0, preconditioner
-        As ``max_iters``, ``tol``, ``x0`` and ``preconditioner`` of
+    max_cg_iters, cg_tol, x0, preconditioner, progress_tol
+        As ``max_iters``, ``tol``, ``x0``, ``preconditioner`` and ``progress_tol`` of
         :func:`sgn_theano.cg.conjugate_gradient`.
     """
 
@@ -101,7 +116,7 @@ def gauss_newton_direction(
 
     return conjugate_gradient(
         damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
-        preconditioner=preconditioner,
+        preconditioner=preconditioner, progress_tol=progress_tol,
     )
 
 
@@ -171,21 +186,34 @@ class SGN:
        right-hand side is the bias-corrected average
        :math:`m_t = \\beta m_{t-1} + (1 - \\beta) g`, :math:`b = -m_t / (1 - \\beta^t)`,
        otherwise :math:`b = -g`;
-    2. at most ``max_cg_iters`` CG iterations on :math:`(G + \\rho I) d = b`, from
+    2. at most ``max_cg_iters`` CG iterations on :math:`(G + \\rho I) d = b`
+       (:func:`sgn_theano.cg.conjugate_gradient`), from the warm start
        :math:`d_0 = \\text{warm\\_start} \\cdot d_{\\text{previous}}`, stopping early
-       once :math:`\\lVert r \\rVert \\le \\text{cg\\_tol} \\lVert b \\rVert`;
+       once :math:`\\lVert r \\rVert \\le \\text{cg\\_tol} \\lVert b \\rVert`, on too
+       little relative progress on the quadratic model (``cg_progress_tol``, Martens'
+       rule), or on a direction without positive curvature; with
+       ``preconditioner="jacobi"``, CG is preconditioned by
+       :math:`M = (b^2 + \\rho)^{-3/4}` elementwise
+       (:func:`sgn_theano.preconditioners.diagonal_preconditioner`);
     3. with ``line_search``, Armijo backtracking on the same batch from
        :math:`\\alpha_0` = ``learning_rate``: the largest
        :math:`\\alpha = \\alpha_0 2^{-i}`, :math:`i < 10`, with
        :math:`L(\\theta + \\alpha d) \\le L + 10^{-4} \\alpha g^\\top d`;
-    4. with ``trust_region``, the ratio of actual to predicted change,
+    4. when the loss after the step is evaluated (``line_search`` or
+       ``trust_region``), the ratio of actual to predicted change
        :math:`r = (L(\\theta + \\alpha d) - L) / (\\alpha g^\\top d +
-       \\tfrac12 \\alpha^2 d^\\top (G + \\rho I) d)`, sets the next damping:
-       :math:`\\rho \\leftarrow 3\\rho/2` if :math:`r < 1/4`, :math:`2\\rho/3` if
-       :math:`r > 3/4`, clipped to ``[min_damping, max_damping]``;
-    5. :math:`\\theta \\leftarrow \\theta + \\alpha d` unless the step is rejected: a
-       non-finite loss, gradient or direction, or a failed line search leaves the
-       parameters untouched and raises the damping (by 3/2 with ``trust_region``).
+       \\tfrac12 \\alpha^2 d^\\top (G + \\rho I) d)`;
+    5. the next damping: with ``trust_region``, :math:`\\rho \\leftarrow 3\\rho/2` if
+       :math:`r < 1/4`, :math:`2\\rho/3` if :math:`r > 3/4`, clipped to
+       ``[min_damping, max_damping]``; otherwise the ``damping_schedule`` value
+       :math:`\\rho_{t+1}` (:func:`sgn_theano.damping.scheduled_damping`), or
+       :math:`\\max(\\rho_{t+1}, 3\\rho/2)` after a rejected step;
+    6. :math:`\\theta \\leftarrow \\theta + \\alpha d` unless the step is rejected, which
+       leaves the parameters byte-identical and says why in :attr:`StepInfo.reason`:
+       a non-finite loss or gradient; a non-finite direction or one that is not a
+       descent direction (:math:`g^\\top d \\ge 0`); a failed line search; a non-finite
+       loss after the step; or :math:`r` below ``rejection_threshold`` (or undefined,
+       when the model predicts no decrease).
 
     Parameters
     ----------
@@ -202,25 +230,39 @@ class SGN:
         Largest number of CG iterations per step, ``>= 1``.
     cg_tol : float
         Relative residual tolerance of CG, ``>= 0``.
+    cg_progress_tol : float
+        :math:`\\epsilon \\ge 0` of Martens' relative-progress rule (acts after more
+        than 10 iterations); 0 turns it off.
     damping : float
-        Initial :math:`\\rho > 0` (constant when ``trust_region=False``, where 0 is
-        allowed).
+        Initial :math:`\\rho` (``>= 0``; within ``[min_damping, max_damping]`` with
+        ``trust_region`` or a decaying schedule).
     min_damping, max_damping : float
-        Bounds of :math:`\\rho` under the trust-region rule.
+        Bounds of :math:`\\rho` under the trust-region rule; ``min_damping`` is also
+        where a schedule decays to.
     trust_region : bool
         Adapt :math:`\\rho` by the trust-region rule.
+    damping_schedule : {"constant", "linear", "cosine"}
+        Damping when ``trust_region`` is off: constant, or decaying from ``damping``
+        to ``min_damping`` over ``damping_decay_steps`` steps.
+    damping_decay_steps : int, optional
+        Length of a linear or cosine decay, ``>= 1``.
     line_search : bool
         Armijo backtracking from ``learning_rate``.
     learning_rate : float
         Step size :math:`\\alpha`, or the first one tried by the line search.
+    rejection_threshold : float
+        Steps with :math:`r` below it are rejected, in ``[0, 1/4)``; 0 rejects steps
+        that increase the loss. Acts when :math:`r` is computed (``trust_region`` or
+        ``line_search``).
     momentum : float
         :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
-    preconditioner : callable, optional
-        ``list -> list``, a symbolic product with an SPD approximation of
+    preconditioner : "jacobi" or callable, optional
+        ``"jacobi"`` for the diagonal preconditioner above, or a callable
+        ``list -> list``: a symbolic product with an SPD approximation of
         :math:`(G + \\rho I)^{-1}`, handed to :func:`sgn_theano.cg.conjugate_gradient`.
     warm_start : float
-        Decay :math:`\\in [0, 1]` applied to the previous direction to start CG; 0
-        starts from zero.
+        Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
+        CG; 0 starts from zero.
     mode : str or pytensor Mode, optional
         PyTensor compile mode (default: PyTensor's default, e.g. ``"NUMBA"``).
     """
@@ -234,28 +276,32 @@ class SGN:
         *,
         max_cg_iters: int = 3,
         cg_tol: float = 1e-6,
+        cg_progress_tol: float = 5e-4,
         damping: float = 1e-3,
         min_damping: float = 1e-6,
         max_damping: float = 1e6,
         trust_region: bool = True,
+        damping_schedule: str = "constant",
+        damping_decay_steps: int | None = None,
         line_search: bool = True,
         learning_rate: float = 1.0,
+        rejection_threshold: float = 0.0,
         momentum: float = 0.0,
-        preconditioner: Callable[[Blocks], Blocks] | None = None,
-        warm_start: float = 0.0,
+        preconditioner: str | Callable[[Blocks], Blocks] | None = None,
+        warm_start: float = WARM_START,
         mode=None,
     ):
         self.params = validation.check_params(params)
         self.inputs = validation.check_inputs(inputs, validation.check_loss(loss))
         self.dtype = validation.check_graph(loss, outputs, self.params)
         self.config = self._check_config(
-            max_cg_iters=max_cg_iters, cg_tol=cg_tol, damping=damping,
-            min_damping=min_damping, max_damping=max_damping, trust_region=trust_region,
-            line_search=line_search, learning_rate=learning_rate, momentum=momentum,
-            warm_start=warm_start,
+            max_cg_iters=max_cg_iters, cg_tol=cg_tol, cg_progress_tol=cg_progress_tol,
+            damping=damping, min_damping=min_damping, max_damping=max_damping,
+            trust_region=trust_region, damping_schedule=damping_schedule,
+            damping_decay_steps=damping_decay_steps, line_search=line_search,
+            learning_rate=learning_rate, rejection_threshold=rejection_threshold,
+            momentum=momentum, warm_start=warm_start, preconditioner=preconditioner,
         )
-        if preconditioner is not None and not callable(preconditioner):
-            raise TypeError("`preconditioner` must be a callable list -> list or None.")
         mode = validation.check_mode(mode)
         self._state = self._create_state()
         outputs_list, updates = self._build_step(loss, outputs, preconditioner)
@@ -270,11 +316,23 @@ class SGN:
         config["max_cg_iters"] = validation.check_integer(
             "max_cg_iters", config["max_cg_iters"], low=1)
         config["cg_tol"] = check("cg_tol", config["cg_tol"], low=0.0)
+        config["cg_progress_tol"] = check("cg_progress_tol", config["cg_progress_tol"],
+                                          low=0.0)
         config["learning_rate"] = check("learning_rate", config["learning_rate"], low=0.0,
                                         low_open=True)
+        config["rejection_threshold"] = check(
+            "rejection_threshold", config["rejection_threshold"], low=0.0, high=LOWER_RATIO,
+            high_open=True)
         config["momentum"] = check("momentum", config["momentum"], low=0.0, high=1.0,
                                    high_open=True)
         config["warm_start"] = check("warm_start", config["warm_start"], low=0.0, high=1.0)
+        preconditioner = config["preconditioner"]
+        if callable(preconditioner):
+            config["preconditioner"] = "custom"
+        elif not (preconditioner is None or isinstance(preconditioner, str)
+                  and preconditioner == "jacobi"):
+            raise TypeError("`preconditioner` must be 'jacobi', a callable list -> list, or "
+                            f"None, got {preconditioner!r}.")
         for flag in ("trust_region", "line_search"):
             if not isinstance(config[flag], bool):
                 raise TypeError(f"`{flag}` must be True or False, got {config[flag]!r}.")
@@ -285,7 +343,21 @@ class SGN:
         if config["min_damping"] > config["max_damping"]:
             raise ValueError(f"`min_damping` ({config['min_damping']}) exceeds `max_damping` "
                              f"({config['max_damping']}).")
-        if config["trust_region"]:
+        schedule, decay_steps = config["damping_schedule"], config["damping_decay_steps"]
+        if schedule not in SCHEDULES:
+            raise ValueError(f"`damping_schedule` must be one of {SCHEDULES}, got "
+                             f"{schedule!r}.")
+        decaying = schedule != "constant"
+        if decaying and config["trust_region"]:
+            raise ValueError(f"`damping_schedule={schedule!r}` needs `trust_region=False` "
+                             "(the trust region adapts the damping itself).")
+        if decaying:
+            config["damping_decay_steps"] = validation.check_integer(
+                "damping_decay_steps", decay_steps, low=1)
+        elif decay_steps is not None:
+            raise ValueError("`damping_decay_steps` applies to the 'linear' and 'cosine' "
+                             "damping schedules only.")
+        if config["trust_region"] or decaying:
             config["damping"] = check(
                 "damping", config["damping"], low=config["min_damping"],
                 high=config["max_damping"])
@@ -335,15 +407,19 @@ class SGN:
         if config["warm_start"] > 0:
             decay = self._constant(config["warm_start"])
             x0 = [decay * previous for previous in state["direction"]]
+        if preconditioner == "jacobi":
+            preconditioner = diagonal_preconditioner(rhs, rho)
         tolerance = self._constant(config["cg_tol"]) * pt.sqrt(dot(rhs, rhs))
         solution = gauss_newton_direction(
             loss, params, outputs, rhs, rho, max_cg_iters=config["max_cg_iters"],
             cg_tol=tolerance, x0=x0, preconditioner=preconditioner,
+            progress_tol=config["cg_progress_tol"],
         )
         direction = solution.x
         slope = dot(gradients, direction)
         damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
-        direction_finite = pt.isfinite(dot(direction, direction)) & pt.isfinite(damped_curvature)
+        direction_usable = (pt.isfinite(dot(direction, direction))
+                            & pt.isfinite(damped_curvature) & (slope < 0))
 
         def loss_at(step_size):
             moved = {p: p + step_size * d for p, d in zip(params, direction)}
@@ -361,22 +437,23 @@ class SGN:
             loss_after = loss_at(step_size) if config["trust_region"] else nan
         evaluated = config["line_search"] or config["trust_region"]
         after_finite = pt.isfinite(loss_after) if evaluated else true
+        if evaluated:
+            predicted = step_size * slope + step_size**2 * damped_curvature / 2
+            ratio = model_decrease_ratio(loss_after - loss, predicted)
+            # `not (r >= threshold)` also rejects an undefined (nan) ratio.
+            ratio_ok = ratio >= self._constant(config["rejection_threshold"])
+        else:
+            ratio, ratio_ok = nan, true
 
         status = pt.switch(
             pt.invert(gradient_finite), 1,
-            pt.switch(pt.invert(direction_finite), 2,
+            pt.switch(pt.invert(direction_usable), 2,
                       pt.switch(pt.invert(search_ok), 3,
-                                pt.switch(pt.invert(after_finite), 4, 0))))
+                                pt.switch(pt.invert(after_finite), 4,
+                                          pt.switch(pt.invert(ratio_ok), 5, 0)))))
         accepted = pt.eq(status, 0)
-
-        if config["trust_region"]:
-            predicted = step_size * slope + step_size**2 * damped_curvature / 2
-            ratio = pt.switch(accepted, model_decrease_ratio(loss_after - loss, predicted), nan)
-            updates[rho] = trust_region_damping(
-                rho, ratio, min_damping=config["min_damping"],
-                max_damping=config["max_damping"])
-        else:
-            ratio = nan
+        ratio = pt.switch(pt.ge(status, 5) | accepted, ratio, nan)
+        updates[rho] = self._next_damping(rho, ratio, accepted)
 
         for param, d in zip(params, direction):
             updates[param] = pt.switch(accepted, param + step_size * d, param)
@@ -384,11 +461,29 @@ class SGN:
             for previous, d in zip(state["direction"], direction):
                 updates[previous] = pt.switch(accepted, d, previous)
         (step_count,) = state["step_count"]
-        updates[step_count] = step_count + 1
+        # Counted through `status`, so the count runs after everything the batch feeds:
+        # an error raised while the step runs (a label out of range) cannot leave it
+        # incremented, even in backends that update shared variables in place early.
+        updates[step_count] = step_count + pt.cast(pt.ge(status, 0), "int64")
 
         outputs_list = [loss, loss_after, rho, ratio, step_size, solution.iterations,
                         solution.residual_norm, tries, status]
         return outputs_list, updates
+
+    def _next_damping(self, rho, ratio, accepted) -> TensorVariable:
+        """The damping of the next step (see step 5 of the class docstring)."""
+        config = self.config
+        if config["trust_region"]:
+            return trust_region_damping(rho, ratio, min_damping=config["min_damping"],
+                                        max_damping=config["max_damping"])
+        (step_count,) = self._state["step_count"]
+        scheduled = pt.cast(scheduled_damping(
+            step_count + 1, initial=config["damping"], final=config["min_damping"],
+            steps=config["damping_decay_steps"] or 1, schedule=config["damping_schedule"],
+        ), self.dtype)
+        raised = pt.minimum(pt.maximum(scheduled, self._constant(REJECTION_DAMPING_FACTOR) * rho),
+                            self._constant(max(config["max_damping"], config["damping"])))
+        return pt.switch(accepted, scheduled, raised)
 
     # -- public interface -----------------------------------------------------
     def step(self, *batch) -> StepInfo:

@@ -24,30 +24,38 @@ def split(vector, shapes=SHAPES):
 
 
 def block_operator(matrix):
+    """``A v`` on blocks of any sizes: flatten, multiply, cut back to the blocks' shapes."""
     def matvec(blocks):
         product = matrix @ pt.concatenate([block.flatten() for block in blocks])
-        return split(product)
+        pieces, start = [], 0
+        for block in blocks:
+            pieces.append(product[start : start + block.size].reshape(block.shape))
+            start = start + block.size
+        return pieces
     return matvec
 
 
-def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False):
-    """(A, b[, x0]) -> (x, iterations, residual norm) for symbolic A and block b."""
+def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.0):
+    """(A, b[, x0], shapes=SHAPES) -> (x, iterations, residual norm), A symbolic, b blocks
+    with the dimensions of SHAPES and any sizes."""
     matrix = pt.matrix("A", dtype="float64")
     rhs = [pt.tensor(f"b{i}", dtype="float64", shape=(None,) * len(s)) for i, s in enumerate(SHAPES)]
     x0 = [pt.tensor(f"x{i}", dtype="float64", shape=(None,) * len(s))
           for i, s in enumerate(SHAPES)] if warm else None
     preconditioner = None
     if jacobi:
-        inverse_diagonal = split(1.0 / pt.diag(matrix))
+        inverse_diagonal = block_operator(pt.diag(1.0 / pt.diag(matrix)))(
+            [pt.ones_like(block) for block in rhs])
         preconditioner = lambda r: [d * ri for d, ri in zip(inverse_diagonal, r)]  # noqa: E731
     result = conjugate_gradient(block_operator(matrix), rhs, max_iters=max_iters, tol=tol,
-                                x0=x0, preconditioner=preconditioner)
+                                x0=x0, preconditioner=preconditioner, progress_tol=progress_tol)
     inputs = [matrix, *rhs, *(x0 or [])]
     function = pytensor.function(inputs, [*result.x, result.iterations, result.residual_norm],
                                  mode=TEST_MODE)
 
-    def solve(a, b, start=None):
-        *x, iterations, residual = function(a, *split(b), *(split(start) if warm else []))
+    def solve(a, b, start=None, shapes=SHAPES):
+        *x, iterations, residual = function(a, *split(b, shapes),
+                                            *(split(start, shapes) if warm else []))
         return np.concatenate([block.ravel() for block in x]), int(iterations), float(residual)
     return solve
 
@@ -98,6 +106,18 @@ def test_warm_start_at_the_solution_does_no_iteration():
     np.testing.assert_array_equal(x, solution)
 
 
+def test_warm_start_worse_than_zero_is_dropped():
+    # phi(-x*) = 3/2 b^T A^-1 b > 0 = phi(0): CG must start from zero instead.
+    rng = np.random.default_rng(8)
+    a, b = spd(rng, condition=1e2), rng.standard_normal(N)
+    warm, cold = compile_solver(max_iters=2, warm=True), compile_solver(max_iters=2)
+    np.testing.assert_allclose(warm(a, b, -np.linalg.solve(a, b))[0], cold(a, b)[0],
+                               rtol=1e-12)
+    halfway = 0.5 * np.linalg.solve(a, b)  # phi < 0: kept, and better than cold after 2
+    model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+    assert model(warm(a, b, halfway)[0]) < model(halfway)
+
+
 def test_jacobi_preconditioner_needs_fewer_iterations_on_badly_scaled_system():
     rng = np.random.default_rng(4)
     scale = np.diag(np.geomspace(1.0, 1e3, N))
@@ -125,28 +145,102 @@ def test_invalid_arguments_are_named():
         conjugate_gradient(lambda v: v, [pt.vector(dtype="float32"), pt.vector()], max_iters=1)
 
 
+def reference_cg(a, b, max_iters, inverse_preconditioner=None, progress_tol=0.0):
+    """Textbook PCG in numpy with Martens' relative-progress rule: (x, iterations)."""
+    m = np.eye(len(b)) if inverse_preconditioner is None else inverse_preconditioner
+    x, r = np.zeros_like(b), b.copy()
+    z = m @ r
+    p, rz, values = z.copy(), r @ z, [0.0]
+    for i in range(1, max_iters + 1):
+        ap = a @ p
+        alpha = rz / (p @ ap)
+        x, r = x + alpha * p, r - alpha * ap
+        z = m @ r
+        rz, rz_old = r @ z, rz
+        p = z + rz / rz_old * p
+        values.append(-0.5 * x @ (b + r))
+        window = max(10, i // 10)
+        if progress_tol and i > window and values[i] < 0 and (
+                (values[i] - values[i - window]) / values[i] < window * progress_tol):
+            return x, i
+    return x, max_iters
+
+
+LARGE_SHAPES = [(5, 6), (20,), (2, 5)]  # a 60-dimensional unknown in the same layout
+
+
+def test_relative_progress_rule_stops_where_martens_rule_says():
+    rng = np.random.default_rng(6)
+    n = sum(int(np.prod(shape)) for shape in LARGE_SHAPES)
+    a, b = spd(rng, n=n, condition=1e4), rng.standard_normal(n)
+    expected_x, expected_iterations = reference_cg(a, b, 200, progress_tol=5e-4)
+    assert 10 < expected_iterations < 200  # the rule, not the limit, stops it
+    x, iterations, _ = compile_solver(max_iters=200, progress_tol=5e-4)(a, b, shapes=LARGE_SHAPES)
+    assert iterations == expected_iterations
+    # After tens of iterations at condition 1e4 rounding makes the iterates drift apart
+    # (1e-2 relative), while the quadratic models they reach agree to 1e-5.
+    model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+    assert model(x) == pytest.approx(model(expected_x), rel=1e-5)
+    _, without_rule, _ = compile_solver(max_iters=200)(a, b, shapes=LARGE_SHAPES)
+    assert without_rule > iterations
+
+
+def test_diagonal_preconditioner_matches_reference_pcg():
+    from sgn_theano.preconditioners import diagonal_preconditioner
+    rng = np.random.default_rng(7)
+    a, b = spd(rng, condition=1e2), rng.standard_normal(N)
+    scale, damping = rng.standard_normal(N), 0.1
+    matrix = pt.matrix("A", dtype="float64")
+    rhs = [pt.tensor(dtype="float64", shape=(None,) * len(shape)) for shape in SHAPES]
+    scales = [pt.tensor(dtype="float64", shape=(None,) * len(shape)) for shape in SHAPES]
+    precondition = diagonal_preconditioner(scales, pt.constant(damping), exponent=0.75)
+    result = conjugate_gradient(block_operator(matrix), rhs, max_iters=4,
+                                preconditioner=precondition)
+    x = pytensor.function([matrix, *rhs, *scales], result.x, mode=TEST_MODE)(
+        a, *split(b), *split(scale))
+    inverse = np.diag((scale**2 + damping) ** -0.75)
+    expected, _ = reference_cg(a, b, 4, inverse_preconditioner=inverse)
+    np.testing.assert_allclose(np.concatenate([xi.ravel() for xi in x]), expected, rtol=1e-9)
+    with pytest.raises(ValueError, match="`exponent`"):
+        diagonal_preconditioner(scales, pt.constant(damping), exponent=2.0)
+
+
+MAX_N = 10  # largest unknown drawn below: blocks of ndims (2, 1, 2), sides 0..2
+
+
 @pytest.fixture(scope="module")
 def solvers_by_iterations():
-    return {k: compile_solver(max_iters=k) for k in range(1, N + 1)}
+    return {k: compile_solver(max_iters=k) for k in range(1, MAX_N + 1)}
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0.0, 4.0))
-def test_property_quadratic_model_never_increases(solvers_by_iterations, seed, log_condition):
+block_shapes = st.tuples(
+    st.tuples(st.integers(0, 2), st.integers(0, 2)), st.tuples(st.integers(0, 2)),
+    st.tuples(st.integers(0, 2), st.integers(0, 2)),
+).filter(lambda shapes: sum(int(np.prod(shape)) for shape in shapes) > 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes=block_shapes, seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0.0, 4.0))
+def test_property_quadratic_model_never_increases(solvers_by_iterations, shapes, seed,
+                                                  log_condition):
+    n = sum(int(np.prod(shape)) for shape in shapes)
     rng = np.random.default_rng(seed)
-    a, b = spd(rng, condition=10.0**log_condition), rng.standard_normal(N)
+    a, b = spd(rng, n=n, condition=10.0**log_condition), rng.standard_normal(n)
     model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
-    values = [0.0] + [model(solvers_by_iterations[k](a, b)[0]) for k in range(1, N + 1)]
+    values = [0.0] + [model(solvers_by_iterations[k](a, b, shapes=shapes)[0])
+                      for k in range(1, n + 1)]
     assert all(later <= earlier + 1e-9 * abs(earlier) + 1e-12
                for earlier, later in zip(values, values[1:]))
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0.0, 2.0))
-def test_property_n_iterations_solve_the_system(solvers_by_iterations, seed, log_condition):
+@settings(max_examples=30, deadline=None)
+@given(shapes=block_shapes, seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0.0, 2.0))
+def test_property_n_iterations_solve_the_system(solvers_by_iterations, shapes, seed,
+                                               log_condition):
     # Exact in exact arithmetic; in floating point CG loses orthogonality as the
     # condition number grows (measured: 1e-10 relative error at 1e2, 0.4 at 1e4 for n=9).
+    n = sum(int(np.prod(shape)) for shape in shapes)
     rng = np.random.default_rng(seed)
-    a, b = spd(rng, condition=10.0**log_condition), rng.standard_normal(N)
-    x, solution = solvers_by_iterations[N](a, b)[0], np.linalg.solve(a, b)
+    a, b = spd(rng, n=n, condition=10.0**log_condition), rng.standard_normal(n)
+    x, solution = solvers_by_iterations[n](a, b, shapes=shapes)[0], np.linalg.solve(a, b)
     assert np.linalg.norm(x - solution) <= 1e-8 * np.linalg.norm(solution)

@@ -10,7 +10,12 @@ from conftest import TEST_MODE
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgn_theano.damping import model_decrease_ratio, trust_region_damping
+from sgn_theano.damping import (
+    SCHEDULES,
+    model_decrease_ratio,
+    scheduled_damping,
+    trust_region_damping,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +50,30 @@ def test_ratio_of_actual_to_predicted_change():
     assert float(ratio(-0.5, -1.0)) == 0.5
     assert np.isnan(ratio(-0.5, 0.0))  # no predicted decrease: treated as a bad step
     assert np.isnan(ratio(-0.5, 2.0))
+
+
+@pytest.fixture(scope="module")
+def schedules():
+    step = pt.lscalar("step")
+    functions = {}
+    for name in SCHEDULES:
+        rho = scheduled_damping(step, initial=1.0, final=0.01, steps=10, schedule=name)
+        functions[name] = pytensor.function([step], rho, mode=TEST_MODE,
+                                            on_unused_input="ignore")  # constant
+    return functions
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("constant", lambda u: 1.0),
+    ("linear", lambda u: 0.01 + 0.99 * (1 - u)),
+    ("cosine", lambda u: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * u))),
+])
+def test_schedules_decay_to_the_final_damping_and_stay(schedules, name, expected):
+    for step in [0, 1, 5, 9, 10, 11, 1000]:
+        u = min(step / 10, 1.0)
+        assert float(schedules[name](step)) == pytest.approx(expected(u), rel=1e-12)
+
+
+def test_unknown_schedule_is_named():
+    with pytest.raises(ValueError, match="Unknown damping schedule 'exponential'"):
+        scheduled_damping(pt.lscalar(), initial=1.0, final=0.1, steps=5, schedule="exponential")

@@ -29,8 +29,17 @@ def test_exact_step_in_each_backend(mode_name):
     assert optimizer.step(*batch).accepted
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,
                                rtol=1e-7, atol=1e-10)
-    info = SGN(loss, params, outputs, inputs, mode=compile_mode(mode_name)).step(*batch)
+    optimizer = SGN(loss, params, outputs, inputs, momentum=0.5, mode=compile_mode(mode_name))
+    info = optimizer.step(*batch)
     assert info.accepted and np.isfinite(info.ratio) and info.loss_after < info.loss
+    # An error raised inside the compiled step (a label out of range) must leave every
+    # state array byte-identical, even where the backend updates shared memory in place.
+    before = [a.tobytes() for role in optimizer.state_dict()["state"].values() for a in role]
+    x, y = batch
+    with pytest.raises(ValueError, match="A label is out of range"):
+        optimizer.step(x, np.full_like(y, 2))
+    after = [a.tobytes() for role in optimizer.state_dict()["state"].values() for a in role]
+    assert after == before
 
 
 def test_unknown_mode_name():

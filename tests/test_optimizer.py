@@ -122,13 +122,17 @@ def test_trust_region_lowers_damping_when_the_model_is_exact():
     assert optimizer.damping == pytest.approx(1e-3 * 2 / 3)
 
 
-def test_trust_region_raises_damping_after_a_poor_step():
+def test_trust_region_rejects_a_poor_step_and_raises_damping():
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
     optimizer = SGN(loss, params, outputs, inputs, learning_rate=50.0, line_search=False,
                     damping=1e-3, mode=TEST_MODE)
+    before = [p.get_value().tobytes() for p in params]
     info = optimizer.step(*make_batch("softmax_cross_entropy", "float64"))
-    # At alpha = 50 the model itself predicts an increase, so r is nan: a bad step too.
-    assert info.accepted and not info.ratio >= 0.25
+    # At alpha = 50 the loss rises and the model itself predicts an increase: r is nan.
+    assert info.loss_after > info.loss and np.isnan(info.ratio)
+    assert not info.accepted
+    assert info.reason == "trust-region ratio below the rejection threshold"
+    assert [p.get_value().tobytes() for p in params] == before
     assert optimizer.damping == pytest.approx(1.5e-3)
 
 
@@ -184,20 +188,3 @@ def test_momentum_and_warm_start_buffers():
     np.testing.assert_allclose(state["momentum"][0], 0.1 * gradient, rtol=1e-12)
     np.testing.assert_allclose(state["direction"][0] * info.step_size,
                                params[0].get_value() - start, rtol=1e-12)
-
-
-def test_loading_state_of_another_model_is_refused_and_changes_nothing():
-    loss, outputs, params, inputs = build_problem("squared_error", "tanh", "float64")
-    other = build_problem("squared_error", "tanh", "float64", sizes=(3, 5, 3))
-    optimizer = SGN(loss, params, outputs, inputs, mode=TEST_MODE)
-    foreign = SGN(other[0], other[2], other[1], other[3], mode=TEST_MODE).state_dict()
-    before = optimizer.state_dict()
-    with pytest.raises(ValueError, match="is it from another model"):
-        optimizer.load_state_dict(foreign)
-    different = SGN(loss, params, outputs, inputs, momentum=0.5, mode=TEST_MODE).state_dict()
-    with pytest.raises(ValueError, match=r"other settings: \['momentum'\]"):
-        optimizer.load_state_dict(different)
-    after = optimizer.state_dict()
-    for role in before["state"]:
-        for a, b in zip(before["state"][role], after["state"][role]):
-            np.testing.assert_array_equal(a, b)

@@ -1,4 +1,10 @@
-"""Bad input gets a clear error naming the problem, and leaves everything untouched."""
+"""Bad input gets a clear error naming the problem, and leaves everything untouched.
+
+Every case here is a row of the README's bad-input table (checked by
+``test_readme_lists_every_bad_input``): the ``what`` column is matched verbatim.
+"""
+
+import os
 
 import numpy as np
 import pytensor
@@ -7,6 +13,8 @@ import pytest
 from conftest import TEST_MODE, build_problem, make_batch
 
 from sgn_theano import SGN, adam, sgd, sgn
+
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
 @pytest.fixture(scope="module")
@@ -20,57 +28,105 @@ def optimizer(problem):
     return SGN(loss, params, outputs, inputs, momentum=0.5, mode=TEST_MODE)
 
 
-CONSTRUCTOR_CASES = [
-    ({"max_cg_iters": 0}, ValueError, "`max_cg_iters` must be >= 1"),
-    ({"max_cg_iters": 2.5}, TypeError, "`max_cg_iters` must be an integer"),
-    ({"cg_tol": -1.0}, ValueError, "`cg_tol` must be a finite number"),
-    ({"damping": -1.0}, ValueError, "`damping` must be a finite number"),
-    ({"damping": 1e7}, ValueError, "`damping` must be a finite number in"),
-    ({"damping": float("nan")}, ValueError, "`damping`"),
-    ({"min_damping": 0.0}, ValueError, "`min_damping`"),
-    ({"min_damping": 1.0, "max_damping": 0.1, "damping": 0.5}, ValueError, "exceeds `max_damping`"),
-    ({"learning_rate": 0.0}, ValueError, "`learning_rate`"),
-    ({"learning_rate": float("inf")}, ValueError, "`learning_rate`"),
-    ({"momentum": 1.0}, ValueError, "`momentum`"),
-    ({"warm_start": 1.5}, ValueError, "`warm_start`"),
-    ({"trust_region": "yes"}, TypeError, "`trust_region` must be True or False"),
-    ({"preconditioner": 3}, TypeError, "`preconditioner` must be a callable"),
-    ({"mode": "NO_SUCH_MODE"}, ValueError, "Unknown compile `mode`"),
+def snapshot(params, optimizer=None) -> list[bytes]:
+    """Bytes of every parameter and every optimizer state array."""
+    arrays = [p.get_value() for p in params]
+    if optimizer is not None:
+        arrays += [a for role in optimizer.state_dict()["state"].values() for a in role]
+    return [a.tobytes() for a in arrays]
+
+
+# (what, constructor options, error, message)
+SETTING_CASES = [
+    ("`max_cg_iters` < 1", {"max_cg_iters": 0}, ValueError, "`max_cg_iters` must be >= 1"),
+    ("`max_cg_iters` not an integer", {"max_cg_iters": 2.5}, TypeError,
+     "`max_cg_iters` must be an integer"),
+    ("`cg_tol` < 0", {"cg_tol": -1.0}, ValueError, "`cg_tol` must be a finite number"),
+    ("`cg_progress_tol` < 0", {"cg_progress_tol": -1e-3}, ValueError, "`cg_progress_tol`"),
+    ("`damping` < 0", {"damping": -1.0}, ValueError, "`damping` must be a finite number"),
+    ("`damping` outside `[min_damping, max_damping]` with the trust region", {"damping": 1e7},
+     ValueError, "`damping` must be a finite number in"),
+    ("`damping` NaN", {"damping": float("nan")}, ValueError, "`damping`"),
+    ("`min_damping` <= 0", {"min_damping": 0.0}, ValueError, "`min_damping`"),
+    ("`min_damping` > `max_damping`", {"min_damping": 1.0, "max_damping": 0.1, "damping": 0.5},
+     ValueError, "exceeds `max_damping`"),
+    ("`learning_rate` <= 0", {"learning_rate": 0.0}, ValueError, "`learning_rate`"),
+    ("`learning_rate` infinite", {"learning_rate": float("inf")}, ValueError,
+     "`learning_rate`"),
+    ("`rejection_threshold` outside [0, 1/4)", {"rejection_threshold": 0.3}, ValueError,
+     "`rejection_threshold`"),
+    ("`momentum` outside [0, 1)", {"momentum": 1.0}, ValueError, "`momentum`"),
+    ("`warm_start` outside [0, 1]", {"warm_start": 1.5}, ValueError, "`warm_start`"),
+    ("`trust_region` not a bool", {"trust_region": "yes"}, TypeError,
+     "`trust_region` must be True or False"),
+    ("unknown `damping_schedule`", {"damping_schedule": "step", "trust_region": False},
+     ValueError, "`damping_schedule` must be one of"),
+    ("decaying schedule with the trust region on", {"damping_schedule": "cosine",
+                                                    "damping_decay_steps": 10},
+     ValueError, "needs `trust_region=False`"),
+    ("decaying schedule without `damping_decay_steps`",
+     {"damping_schedule": "linear", "trust_region": False}, TypeError,
+     "`damping_decay_steps` must be an integer"),
+    ("`preconditioner` neither 'jacobi' nor callable", {"preconditioner": 3}, TypeError,
+     "`preconditioner` must be 'jacobi', a callable"),
+    ("unknown compile `mode`", {"mode": "NO_SUCH_MODE"}, ValueError, "Unknown compile `mode`"),
 ]
 
 
-@pytest.mark.parametrize("options, error, message", CONSTRUCTOR_CASES)
-def test_out_of_range_settings_are_rejected_in_the_constructor(problem, options, error, message):
+@pytest.mark.parametrize("what, options, error, message", SETTING_CASES,
+                         ids=[case[0] for case in SETTING_CASES])
+def test_out_of_range_settings_are_rejected_in_the_constructor(problem, what, options, error,
+                                                               message):
     loss, outputs, params, inputs = problem
+    before = snapshot(params)
     with pytest.raises(error, match=message):
         SGN(loss, params, outputs, inputs, **options)
+    assert snapshot(params) == before
 
 
-def test_graph_errors(problem):
-    loss, outputs, params, inputs = problem
-    raw = np.zeros(3)
+def graph_cases():
+    loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
+    x32 = pt.matrix("x", dtype="float32")
+    w64 = pytensor.shared(np.ones((3, 2)), name="w")
+    mixed = pt.cast(x32 @ w64, "float32")
+    base = dict(loss=loss, params=params, outputs=outputs, inputs=inputs)
     cases = [
-        (dict(params=[raw]), TypeError, "Element 0 of `params`.*not a shared tensor"),
-        (dict(params=params + [params[0]]), ValueError, "Elements 0 and 4 of `params` are the same"),
-        (dict(params=[]), ValueError, "`params` is empty"),
-        (dict(params=params[0]), TypeError, "`params` must be a list"),
-        (dict(loss=outputs.sum(axis=1)), ValueError, "`loss` must be a scalar"),
-        (dict(loss=pt.sum(params[0] ** 2)), ValueError, "`loss` is not computed from `outputs`"),
-        (dict(params=params + [pytensor.shared(np.ones(2), name="stray")]), ValueError,
+        ("parameter not a shared variable", dict(params=[np.zeros(3)]), TypeError,
+         "Element 0 of `params`.*not a shared tensor"),
+        ("parameter listed twice", dict(params=params + [params[0]]), ValueError,
+         "Elements 0 and 4 of `params` are the same"),
+        ("empty `params`", dict(params=[]), ValueError, "`params` is empty"),
+        ("`params` not a list", dict(params=params[0]), TypeError, "`params` must be a list"),
+        ("non-scalar loss", dict(loss=outputs.sum(axis=1)), ValueError,
+         "`loss` must be a scalar"),
+        ("loss not computed from `outputs`", dict(loss=pt.sum(params[0] ** 2)), ValueError,
+         "`loss` is not computed from `outputs`"),
+        ("`outputs` not connected to a parameter",
+         dict(params=params + [pytensor.shared(np.ones(2), name="stray")]), ValueError,
          "`outputs` do not depend on element 4 of `params` \\(stray\\)"),
-        (dict(inputs=inputs[:1]), ValueError, "`loss` needs inputs that are not in `inputs`"),
-        (dict(inputs=[inputs[0], params[0]]), TypeError, "Element 1 of `inputs`"),
-        (dict(outputs=np.zeros(3)), TypeError, "`outputs` must be a symbolic"),
+        ("`inputs` missing a free variable of the loss", dict(inputs=inputs[:1]), ValueError,
+         "`loss` needs inputs that are not in `inputs`"),
+        ("`inputs` holding a shared variable", dict(inputs=[inputs[0], params[0]]), TypeError,
+         "Element 1 of `inputs`"),
+        ("`outputs` not symbolic", dict(outputs=np.zeros(3)), TypeError,
+         "`outputs` must be a symbolic"),
+        ("parameters and loss of different dtypes",
+         dict(loss=pt.mean(mixed**2), params=[w64], outputs=mixed, inputs=[x32]), TypeError,
+         "must share one dtype"),
     ]
-    for change, error, message in cases:
-        arguments = dict(loss=loss, params=params, outputs=outputs, inputs=inputs) | change
-        with pytest.raises(error, match=message):
-            SGN(arguments["loss"], arguments["params"], arguments["outputs"], arguments["inputs"])
-    with pytest.raises(TypeError, match="must share one dtype"):
-        x32 = pt.matrix("x", dtype="float32")
-        w64 = pytensor.shared(np.ones((3, 2)), name="w")
-        out = pt.cast(x32 @ w64, "float32")
-        sgn(pt.mean(out**2), [w64], out)
+    return [(what, base | change, error, message) for what, change, error, message in cases]
+
+
+@pytest.mark.parametrize("what, arguments, error, message", graph_cases(),
+                         ids=[case[0] for case in graph_cases()])
+def test_graph_errors(what, arguments, error, message):
+    params = [p for p in arguments["params"] if hasattr(p, "get_value")] if isinstance(
+        arguments["params"], list) else []
+    before = snapshot(params)
+    with pytest.raises(error, match=message):
+        SGN(arguments["loss"], arguments["params"], arguments["outputs"], arguments["inputs"],
+            mode=TEST_MODE)
+    assert snapshot(params) == before
 
 
 def batch_cases():
@@ -80,28 +136,67 @@ def batch_cases():
     inf_x = x.copy()
     inf_x[1, 1] = np.inf
     return [
-        ((x,), ValueError, "takes 2 arrays"),
-        ((x[:, :, None], y), ValueError, "has 3 dimensions, expected 2"),
-        ((x, y.astype(np.float64)), TypeError, "dtype float64, which does not convert"),
-        ((x.astype(complex), y), TypeError, "does not convert safely"),
-        ((nan_x, y), ValueError, "contains NaN or infinite"),
-        ((inf_x, y), ValueError, "contains NaN or infinite"),
-        ((x[:0], y[:0]), ValueError, "The batch is empty"),
-        ((x, y[:3]), ValueError, "disagree on the batch size"),
-        ((np.full(x.shape, "a"), y), TypeError, "does not convert safely"),
+        ("wrong number of batch arrays", (x,), ValueError, "takes 2 arrays"),
+        ("batch array with the wrong number of dimensions", (x[:, :, None], y), ValueError,
+         "has 3 dimensions, expected 2"),
+        ("float labels for integer `y`", (x, y.astype(np.float64)), TypeError,
+         "dtype float64, which does not convert"),
+        ("complex batch", (x.astype(complex), y), TypeError, "does not convert safely"),
+        ("string batch", (np.full(x.shape, "a"), y), TypeError, "does not convert safely"),
+        ("NaN in the batch", (nan_x, y), ValueError, "contains NaN or infinite"),
+        ("inf in the batch", (inf_x, y), ValueError, "contains NaN or infinite"),
+        ("empty batch", (x[:0], y[:0]), ValueError, "The batch is empty"),
+        ("arrays of different batch sizes", (x, y[:3]), ValueError,
+         "disagree on the batch size"),
+        ("label >= number of classes", (x, np.where(y == 0, 3, y).astype(np.int32)),
+         ValueError, "A label is out of range"),
+        ("negative label", (x, np.where(y == 0, -1, y).astype(np.int32)), ValueError,
+         "A label is out of range"),
     ]
 
 
-@pytest.mark.parametrize("batch, error, message", batch_cases())
-def test_bad_batches_raise_before_anything_changes(optimizer, batch, error, message):
+@pytest.mark.parametrize("what, batch, error, message", batch_cases(),
+                         ids=[case[0] for case in batch_cases()])
+def test_bad_batches_raise_before_anything_changes(optimizer, what, batch, error, message):
     optimizer.step(*make_batch("softmax_cross_entropy", "float64"))
-    before = optimizer.state_dict()
+    before = snapshot(optimizer.params, optimizer)
     with pytest.raises(error, match=message):
         optimizer.step(*batch)
-    after = optimizer.state_dict()
-    for role in before["state"]:
-        for a, b in zip(before["state"][role], after["state"][role]):
-            assert a.tobytes() == b.tobytes(), role
+    assert snapshot(optimizer.params, optimizer) == before
+
+
+def state_cases(problem):
+    loss, outputs, params, inputs = problem
+    other = build_problem("softmax_cross_entropy", "tanh", "float64", sizes=(3, 5, 3))
+    foreign = SGN(other[0], other[2], other[1], other[3], momentum=0.5, mode=TEST_MODE)
+    tweaked = SGN(loss, params, outputs, inputs, momentum=0.9, mode=TEST_MODE)
+    return [
+        ("state dict of another model", foreign.state_dict(), "is it from another model"),
+        ("state dict of an optimizer with other settings", tweaked.state_dict(),
+         r"other settings: \['momentum'\]"),
+        ("not a state dict", {"params": []}, "must be a dict from `SGN.state_dict"),
+    ]
+
+
+def test_bad_state_dicts_are_refused_and_change_nothing(problem, optimizer):
+    optimizer.step(*make_batch("softmax_cross_entropy", "float64"))
+    cases = state_cases(problem)
+    before = snapshot(optimizer.params, optimizer)
+    for _, state, message in cases:
+        with pytest.raises(ValueError, match=message):
+            optimizer.load_state_dict(state)
+        assert snapshot(optimizer.params, optimizer) == before
+
+
+def test_readme_lists_every_bad_input(problem):
+    with open(README) as stream:
+        readme = stream.read()
+    table = readme[readme.index("### Bad input"):]
+    whats = ([case[0] for case in SETTING_CASES] + [case[0] for case in graph_cases()]
+             + [case[0] for case in batch_cases()] + [case[0] for case in state_cases(problem)])
+    missing = [what for what in whats if f"| {what} |" not in table]
+    assert not missing, missing
+    assert len(whats) >= 15
 
 
 def test_same_kind_batches_are_converted(optimizer):
@@ -120,3 +215,5 @@ def test_first_order_updates_validate_like_sgn(problem):
         adam(loss, params, learning_rate=-1.0)
     with pytest.raises(ValueError, match="`beta1`"):
         adam(loss, params, beta1=1.0)
+    with pytest.raises(ValueError, match="`damping`"):
+        sgn(loss, params, problem[1], damping=-1.0)
