@@ -25,7 +25,7 @@ from sgn_theano.losses import softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.modes import MODES, compile_mode, default_mode_name
 from sgn_theano.optimizer import SGN
-from sgn_theano.train import TrainResult, make_evaluator, make_first_order_step, train
+from sgn_theano.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.updates import adam, sgd
 
 __all__ = ["main", "parse_optimizer"]
@@ -103,26 +103,26 @@ def run_one(name: str, value: float, arrays, args, mode, marks) -> TrainResult:
     loss = softmax_cross_entropy(logits, y)
     if name == "sgn":
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=int(value), mode=mode)
-        step = lambda xb, yb: optimizer.step(xb, yb).loss  # noqa: E731
     else:
         rule = sgd if name == "sgd" else adam
-        step = make_first_order_step([x, y], loss, rule(loss, params, value), mode=mode)
+        optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
     evaluate = make_evaluator([x, y], logits, loss, x_test, y_test, mode=mode)
-    return train(step, evaluate, (x_train, y_train), batch_size=args.batch_size,
+    return train(optimizer, evaluate, (x_train, y_train), batch_size=args.batch_size,
                  time_budget=args.time_budget, checkpoints=marks, seed=args.seed,
                  name=_label(name, value), progress=not args.no_progress)
 
 
 def format_table(results: Sequence[TrainResult], marks: Sequence[float]) -> str:
-    """Test accuracy at each checkpoint mark (seconds), steps/s and final train loss."""
+    """Test accuracy at each checkpoint mark (seconds), steps/s, rejected steps and the
+    final train loss."""
     header = ["optimizer", *[f"acc@{mark:g}s" for mark in marks], "steps", "steps/s",
-              "final loss", "note"]
+              "rejected", "final loss", "note"]
     rows = [header]
     for result in results:
         last = result.history[-1]
         rows.append([result.name, *[_accuracy_at(result, mark) for mark in marks],
                      str(result.steps), f"{result.steps_per_second:.1f}",
-                     f"{last.train_loss:.4f}", "diverged" if result.diverged else ""])
+                     str(result.rejected), f"{last.train_loss:.4f}", "diverged" if result.diverged else ""])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))

@@ -113,22 +113,30 @@ def load_mnist(directory: str, *, flatten: bool = True):
 
 
 def minibatches(
-    arrays: Sequence[np.ndarray], batch_size: int, *, seed: int = 0
+    arrays: Sequence[np.ndarray], batch_size: int, *, seed: int = 0, start: int = 0
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Endless shuffled mini-batches: yields one row-subset of every array, forever.
 
     Each epoch is a new permutation (seeded); the last incomplete batch of an epoch
     is dropped, so every batch has ``batch_size`` rows and an epoch is
-    ``len(arrays[0]) // batch_size`` batches.
+    ``len(arrays[0]) // batch_size`` batches. ``start`` skips that many batches
+    (without copying their rows), so a resumed run sees the batches it would have seen.
     """
     size = len(arrays[0])
     if any(len(array) != size for array in arrays):
         raise ValueError("All arrays must have the same number of rows.")
     if not 1 <= batch_size <= size:
         raise ValueError(f"`batch_size` must be in [1, {size}], got {batch_size}.")
+    if start < 0:
+        raise ValueError(f"`start` must be >= 0, got {start}.")
+    per_epoch = size // batch_size
     rng = np.random.default_rng(seed)
+    for _ in range(start // per_epoch):
+        rng.permutation(size)
+    skip = start % per_epoch
     while True:
         order = rng.permutation(size)
-        for start in range(0, size - batch_size + 1, batch_size):
-            rows = order[start : start + batch_size]
+        for index in range(skip, per_epoch):
+            rows = order[index * batch_size : (index + 1) * batch_size]
             yield tuple(array[rows] for array in arrays)
+        skip = 0

@@ -1,13 +1,19 @@
-"""Training loop with a time or step budget, test evaluation at checkpoints, a progress
-bar and a history record; plus the compiled evaluator and step functions it drives.
+"""Training loop with a time, step or epoch budget, test evaluation at checkpoints, a
+progress bar, a history record, and checkpoint files to resume from (also after
+Ctrl-C); plus the compiled evaluator and first-order optimizer it drives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pytensor
@@ -15,9 +21,23 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 from tqdm.auto import tqdm
 
+from sgn_theano.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
 
-__all__ = ["Checkpoint", "TrainResult", "make_evaluator", "make_first_order_step", "train"]
+__all__ = ["Checkpoint", "FirstOrder", "Optimizer", "TrainResult", "make_evaluator", "train"]
+
+
+class Optimizer(Protocol):
+    """What :func:`train` drives: :class:`sgn_theano.SGN` and :class:`FirstOrder`."""
+
+    def step(self, *batch):
+        """Update the model on one batch; return the loss or an object with ``.loss``."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly (needed for checkpoint files)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`."""
 
 
 @dataclass
@@ -41,6 +61,7 @@ class TrainResult:
     steps: int = 0
     train_time: float = 0.0
     diverged: bool = False  # stopped on a non-finite training loss
+    rejected: int = 0  # steps the optimizer rejected (StepInfo.accepted false)
 
     @property
     def steps_per_second(self) -> float:
@@ -82,16 +103,61 @@ def make_evaluator(
     return evaluate
 
 
-def make_first_order_step(
-    inputs: Sequence[TensorVariable], loss: TensorVariable, updates, *, mode=None
-) -> Callable[..., float]:
-    """Compile an updates dict (``sgd``, ``adam``...) into ``step(*batch) -> loss``."""
-    function = pytensor.function(list(inputs), loss, updates=updates, mode=mode)
-    return lambda *batch: float(function(*batch))
+class FirstOrder:
+    """An updates dict (``sgd``, ``momentum``, ``adam``) compiled into an optimizer.
+
+    ``step(*batch) -> loss``; its state is every shared variable the updates write
+    (parameters, moment buffers, step counters), in the order of ``updates``.
+    """
+
+    def __init__(self, inputs: Sequence[TensorVariable], loss: TensorVariable, updates, *,
+                 mode=None):
+        self._variables = list(updates)
+        self._function = pytensor.function(list(inputs), loss, updates=updates, mode=mode)
+
+    def step(self, *batch) -> float:
+        return float(self._function(*batch))
+
+    def state_dict(self) -> dict:
+        return {"state": [variable.get_value(borrow=False) for variable in self._variables]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`, checking every array before changing any."""
+        values = state.get("state") if isinstance(state, dict) else None
+        if not isinstance(values, list) or len(values) != len(self._variables):
+            raise ValueError("`state` is not a state dict of this optimizer: is it from "
+                             "another model or update rule?")
+        for variable, value in zip(self._variables, values):
+            current = variable.get_value(borrow=True)
+            if np.shape(value) != current.shape or np.asarray(value).dtype != current.dtype:
+                raise ValueError(f"`state` holds a {np.asarray(value).dtype} array of shape "
+                                 f"{np.shape(value)} for {variable.name or variable}, expected "
+                                 f"{current.dtype} {current.shape}: is it from another model?")
+        for variable, value in zip(self._variables, values):
+            variable.set_value(np.array(value, copy=True))
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[list]:
+    """Hold Ctrl-C (SIGINT) while the body runs; yield the list of signals received.
+
+    A step is never cut in half: the loop looks at the list between steps, saves a
+    checkpoint and raises ``KeyboardInterrupt`` itself. Outside the main thread (where
+    handlers cannot be installed) signals are not deferred.
+    """
+    received: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def train(
-    step: Callable[..., float],
+    optimizer: Optimizer,
     evaluate: Callable[[], dict],
     train_arrays: Sequence[np.ndarray],
     *,
@@ -103,13 +169,17 @@ def train(
     seed: int = 0,
     name: str = "",
     progress: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    save_every: int | None = None,
 ) -> TrainResult:
-    """Run ``step`` on shuffled mini-batches until the budget is spent.
+    """Run ``optimizer`` on shuffled mini-batches until the budget is spent.
 
     Parameters
     ----------
-    step : callable
-        ``step(*batch) -> loss`` (a float); it updates the model in place.
+    optimizer : Optimizer
+        ``optimizer.step(*batch)`` updates the model in place and returns the loss (or
+        a :class:`sgn_theano.StepInfo`); ``state_dict``/``load_state_dict`` are used
+        for checkpoint files.
     evaluate : callable
         ``() -> {"test_loss": float, "test_accuracy": float}``.
     train_arrays : sequence of arrays
@@ -132,6 +202,16 @@ def train(
         Label of the run (progress bar and result).
     progress : bool
         Show a tqdm progress bar.
+    checkpoint_path : path, optional
+        A checkpoint file (:mod:`sgn_theano.checkpoint`). If it exists, training
+        resumes from it: optimizer state, step count, time spent, history and position
+        in the batch order, so a step budget ends exactly where an uninterrupted run
+        would (same float bits); the budget may differ from the saved run's, ``seed``
+        and ``batch_size`` may not. It is written at every evaluation, every
+        ``save_every`` steps, at the end, and on Ctrl-C, which then stops training
+        after the current step and raises ``KeyboardInterrupt``.
+    save_every : int, optional
+        Also save every that many steps.
 
     Returns
     -------
@@ -149,9 +229,27 @@ def train(
     budget = float(time_budget) if by_time else int(max_steps)
     if budget <= 0:
         raise ValueError(f"The budget must be positive, got {budget}.")
-    marks = sorted({float(mark) for mark in checkpoints if 0 < mark < budget} | {budget})
+    if save_every is not None and (not isinstance(save_every, int) or save_every < 1):
+        raise ValueError(f"`save_every` must be a positive integer, got {save_every!r}.")
+    run = {"seed": seed, "batch_size": batch_size}
     result = TrainResult(name=name)
     losses: list[float] = []
+    resumed = checkpoint_path is not None and os.path.exists(checkpoint_path)
+    if resumed:
+        _resume(checkpoint_path, run, optimizer, result, losses)
+
+    def used() -> float:
+        return result.train_time if by_time else result.steps
+
+    marks = sorted({float(mark) for mark in checkpoints if used() < mark < budget} | {budget})
+
+    def save():
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {
+                "run": run, "optimizer": optimizer.state_dict(), "losses": list(losses),
+                "result": {"steps": result.steps, "train_time": result.train_time,
+                           "diverged": result.diverged, "rejected": result.rejected,
+                           "history": [asdict(point) for point in result.history]}})
 
     def record():
         mean_loss = float(np.mean(losses)) if losses else math.nan
@@ -160,34 +258,57 @@ def train(
                                          epoch=result.steps / steps_per_epoch,
                                          time=result.train_time, train_loss=mean_loss,
                                          **evaluate()))
+        save()
 
-    record()
-    bar = tqdm(total=budget, desc=name, unit="s" if by_time else "step", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]")
-    try:
-        for batch in minibatches(train_arrays, batch_size, seed=seed):
-            started = time.perf_counter()
-            loss = step(*batch)
-            elapsed = time.perf_counter() - started
-            result.steps += 1
-            result.train_time += elapsed
-            losses.append(loss)
-            used = result.train_time if by_time else result.steps
-            bar.update(min(elapsed if by_time else 1, budget - bar.n))
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if not math.isfinite(loss):
-                result.diverged = True
-                break
-            if used >= marks[0]:
-                record()
-                bar.set_postfix(loss=f"{loss:.4f}",
-                                acc=f"{result.history[-1].test_accuracy:.3f}")
-                while marks and used >= marks[0]:
-                    marks.pop(0)
-                if not marks:
-                    break
-    finally:
-        bar.close()
-    if result.diverged:
+    if not resumed:
         record()
+    bar = tqdm(total=budget, initial=min(used(), budget), desc=name,
+               unit="s" if by_time else "step", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]")
+    batches = minibatches(train_arrays, batch_size, seed=seed, start=result.steps)
+    with _deferred_interrupts() as interrupts:
+        try:
+            while marks and used() < budget and not result.diverged:
+                batch = next(batches)
+                started = time.perf_counter()
+                outcome = optimizer.step(*batch)
+                elapsed = time.perf_counter() - started
+                loss = float(getattr(outcome, "loss", outcome))
+                result.rejected += not getattr(outcome, "accepted", True)
+                result.steps += 1
+                result.train_time += elapsed
+                losses.append(loss)
+                bar.update(min(elapsed if by_time else 1, budget - bar.n))
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if not math.isfinite(loss):
+                    result.diverged = True
+                    record()
+                elif used() >= marks[0]:
+                    record()
+                    bar.set_postfix(loss=f"{loss:.4f}",
+                                    acc=f"{result.history[-1].test_accuracy:.3f}")
+                    while marks and used() >= marks[0]:
+                        marks.pop(0)
+                elif save_every and result.steps % save_every == 0:
+                    save()
+                if interrupts:
+                    save()
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
     return result
+
+
+def _resume(path, run: dict, optimizer: Optimizer, result: TrainResult,
+            losses: list) -> None:
+    """Load a checkpoint of :func:`train` into ``optimizer``, ``result`` and ``losses``."""
+    saved = load_checkpoint(path)
+    if saved.get("run") != run:
+        raise ValueError(f"{path} was saved by a run with {saved.get('run')}, not {run}: "
+                         "resume with the same seed and batch size, or use another file.")
+    optimizer.load_state_dict(saved["optimizer"])
+    progress = saved["result"]
+    result.steps, result.train_time = progress["steps"], progress["train_time"]
+    result.diverged, result.rejected = progress["diverged"], progress["rejected"]
+    result.history = [Checkpoint(**point) for point in progress["history"]]
+    losses.extend(saved["losses"])

@@ -11,6 +11,7 @@ from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
+from sgn_theano.train import make_evaluator, train
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                                 reason="Debian package dataset-fashion-mnist not installed")
@@ -30,3 +31,39 @@ def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
     assert all(np.isfinite(info.loss) for info in infos)
     assert sum(info.accepted for info in infos) >= 55
     assert accuracy >= 0.80, accuracy
+
+
+@pytest.mark.slow
+def test_soak_10000_sgn_steps():
+    """10,000 default SGN steps (k = 3, batch 100) on a 784-32-10 tanh MLP: no exception,
+    finite parameters, damping inside its bounds, and a model that learned. Prints the
+    figures recorded in the README."""
+    mode = compile_mode("C")
+    x_train, y_train, x_test, y_test = load_fashion_mnist()
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+    logits, params = mlp(x, [784, 32, 10], activation="tanh", seed=0)
+    loss = softmax_cross_entropy(logits, y)
+    optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
+    evaluate = make_evaluator([x, y], logits, loss, x_test, y_test, mode=mode)
+    dampings, rejected = [], 0
+
+    class Recorder:
+        def step(self, *batch):
+            nonlocal rejected
+            info = optimizer.step(*batch)
+            dampings.append(info.damping)
+            rejected += not info.accepted
+            return info
+
+    result = train(Recorder(), evaluate, (x_train, y_train), batch_size=100, max_steps=10_000,
+                   checkpoints=[1000, 5000], progress=False)
+    assert result.steps == 10_000 and not result.diverged
+    assert all(np.isfinite(p.get_value()).all() for p in params)
+    assert 1e-6 <= min(dampings) and max(dampings) <= 1e6
+    accuracy = result.history[-1].test_accuracy
+    assert accuracy >= 0.84, accuracy
+    print(f"\nsoak: {result.steps} steps in {result.train_time:.1f} s of steps, "
+          f"{rejected} rejected, damping {min(dampings):.2e}..{max(dampings):.2e}, "
+          f"test accuracy {[round(p.test_accuracy, 4) for p in result.history]} at steps "
+          f"{[p.step for p in result.history]}, final train loss "
+          f"{result.history[-1].train_loss:.4f}")

@@ -117,15 +117,14 @@ def test_jacobi_option_is_preconditioned_cg_with_the_gradient_scale():
 
 
 @pytest.mark.parametrize("damping, warm_start_used", [(3.0, True), (1e-3, False)])
-def test_warm_start_is_on_by_default_and_used_when_it_beats_zero(damping, warm_start_used):
+def test_warm_start_is_used_when_it_beats_zero(damping, warm_start_used):
     # One CG iteration from x0 on the exact quadratic of least squares, computed densely:
     # r0 = b - A x0, x1 = x0 + (r0.r0 / r0.A r0) r0, with x0 = 0.95 d_prev if that beats
     # zero on the model (a short, heavily damped first step) and x0 = 0 otherwise (an
     # overshooting one).
     loss, outputs, params, inputs, (x, y) = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, trust_region=False,
-                    line_search=False, damping=damping, mode=TEST_MODE)
-    assert optimizer.config["warm_start"] == 0.95
+                    line_search=False, damping=damping, warm_start=0.95, mode=TEST_MODE)
     optimizer.step(x, y)
     (previous,) = optimizer.state_dict()["state"]["direction"]
     start = params[0].get_value()

@@ -12,9 +12,12 @@ import pytest
 from conftest import TEST_MODE
 from idx_files import write_mnist_like
 
-from sgn_theano import softmax_cross_entropy
+from resumable_run import synthetic_blobs
+
+from sgn_theano import adam, softmax_cross_entropy
 from sgn_theano.cli import main, parse_optimizer
-from sgn_theano.train import make_evaluator, train
+from sgn_theano.models import mlp
+from sgn_theano.train import FirstOrder, make_evaluator, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,10 +26,20 @@ def fake_evaluate():
     return {"test_loss": 1.0, "test_accuracy": 0.5}
 
 
+class Replay:
+    """A stand-in optimizer whose steps return scripted losses."""
+
+    def __init__(self, losses):
+        self.losses = iter(losses)
+
+    def step(self, *batch):
+        return next(self.losses)
+
+
 def test_step_budget_and_checkpoints():
     data = (np.zeros((10, 2)), np.zeros(10))
     losses = iter(np.linspace(1.0, 0.1, 100))
-    result = train(lambda x, y: next(losses), fake_evaluate, data, batch_size=5, max_steps=6,
+    result = train(Replay(losses), fake_evaluate, data, batch_size=5, max_steps=6,
                    checkpoints=[2, 4], progress=False)
     assert result.steps == 6 and not result.diverged
     assert [point.step for point in result.history] == [0, 2, 4, 6]
@@ -36,21 +49,21 @@ def test_step_budget_and_checkpoints():
 
 
 def test_epoch_budget():
-    result = train(lambda x: 0.5, fake_evaluate, (np.zeros(10),), batch_size=3, max_epochs=2,
+    result = train(Replay([0.5] * 6), fake_evaluate, (np.zeros(10),), batch_size=3, max_epochs=2,
                    progress=False)
     assert result.steps == 6 and result.history[-1].epoch == 2.0
 
 
 def test_divergence_stops_training():
     values = iter([1.0, 2.0, float("nan"), 1.0])
-    result = train(lambda x: next(values), fake_evaluate, (np.zeros(4),), batch_size=1,
+    result = train(Replay(values), fake_evaluate, (np.zeros(4),), batch_size=1,
                    max_steps=10, progress=False)
     assert result.diverged and result.steps == 3
 
 
 def test_budget_arguments():
     with pytest.raises(ValueError, match="exactly one of"):
-        train(lambda x: 0.0, fake_evaluate, (np.zeros(4),), batch_size=1, progress=False)
+        train(Replay([]), fake_evaluate, (np.zeros(4),), batch_size=1, progress=False)
 
 
 def test_evaluator_weights_chunks():
@@ -99,3 +112,88 @@ def test_example_script_runs_and_learns(tmp_path):
     assert completed.returncode == 0, completed.stderr
     accuracy = float(completed.stdout.strip().splitlines()[-1].split()[-1])
     assert accuracy > 0.9  # ten linearly separable classes: chance is 0.1
+
+
+def run_script(*arguments):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tests", "resumable_run.py"),
+                           *map(str, arguments)], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_a_fresh_process_resumes_bit_exactly(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    uninterrupted = run_script(tmp_path / "full.npz", 20)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    interrupted = run_script(tmp_path / "never.npz", 20, "--checkpoint", checkpoint,
+                             "--interrupt-at", 7)
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    assert not (tmp_path / "never.npz").exists() and checkpoint.exists()
+    resumed = run_script(tmp_path / "resumed.npz", 20, "--checkpoint", checkpoint)
+    assert resumed.returncode == 0, resumed.stderr
+    full, again = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
+    assert sorted(full.files) == sorted(again.files)
+    for name in full.files:  # parameters, damping, momentum, direction, counters, history
+        assert full[name].tobytes() == again[name].tobytes(), name
+    assert list(again["history"]) == [0, 5, 10, 15, 20]
+
+
+def first_order_problem():
+    x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
+    logits, params = mlp(x, [6, 5, 3], activation="relu", seed=2, dtype="float64")
+    loss = softmax_cross_entropy(logits, y)
+    return FirstOrder([x, y], loss, adam(loss, params, 1e-2), mode=TEST_MODE), params
+
+
+def test_first_order_resume_in_process_and_longer_budget(tmp_path):
+    data = synthetic_blobs(100)
+    optimizer, params = first_order_problem()
+    reference = train(optimizer, fake_evaluate, data, batch_size=10, max_steps=12,
+                      checkpoints=[4], progress=False)
+    final = [p.get_value() for p in params]
+    checkpoint = tmp_path / "adam.ckpt"
+    optimizer, params = first_order_problem()
+    first = train(optimizer, fake_evaluate, data, batch_size=10, max_steps=4,
+                  progress=False, checkpoint_path=checkpoint, save_every=1)
+    assert first.steps == 4
+    optimizer, params = first_order_problem()  # fresh model: all state comes from the file
+    result = train(optimizer, fake_evaluate, data, batch_size=10, max_steps=12,
+                   checkpoints=[4], progress=False, checkpoint_path=checkpoint)
+    assert result.steps == 12 and [p.step for p in result.history] == [0, 4, 12]
+    assert [p.step for p in reference.history] == [0, 4, 12]
+    for p, value in zip(params, final):
+        assert p.get_value().tobytes() == value.tobytes()
+
+
+def test_checkpoint_of_another_run_or_model_is_refused(tmp_path):
+    data = synthetic_blobs(100)
+    checkpoint = tmp_path / "adam.ckpt"
+    optimizer, params = first_order_problem()
+    train(optimizer, fake_evaluate, data, batch_size=10, max_steps=2, progress=False,
+          checkpoint_path=checkpoint)
+    with pytest.raises(ValueError, match="resume with the same seed and batch size"):
+        train(optimizer, fake_evaluate, data, batch_size=20, max_steps=4, progress=False,
+              checkpoint_path=checkpoint)
+    x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
+    logits, other = mlp(x, [6, 7, 3], seed=2, dtype="float64")
+    loss = softmax_cross_entropy(logits, y)
+    stranger = FirstOrder([x, y], loss, adam(loss, other, 1e-2), mode=TEST_MODE)
+    before = [p.get_value().tobytes() for p in other]
+    with pytest.raises(ValueError, match="is it from another model"):
+        train(stranger, fake_evaluate, data, batch_size=10, max_steps=4, progress=False,
+              checkpoint_path=checkpoint)
+    assert [p.get_value().tobytes() for p in other] == before
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not an sgn_theano checkpoint"):
+        train(optimizer, fake_evaluate, data, batch_size=10, max_steps=4, progress=False,
+              checkpoint_path=tmp_path / "junk.ckpt")
+
+
+def test_minibatches_start_skips_exactly():
+    from sgn_theano.data import minibatches
+    rows = (np.arange(23),)
+    stream = minibatches(rows, 5, seed=4)
+    expected = [next(stream)[0] for _ in range(11)]
+    for start in (0, 3, 4, 9):
+        skipped = minibatches(rows, 5, seed=4, start=start)
+        for batch in expected[start:]:
+            np.testing.assert_array_equal(next(skipped)[0], batch)
