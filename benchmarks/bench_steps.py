@@ -18,27 +18,41 @@ import pytensor
 import pytensor.tensor as pt
 
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
-from sgn_theano.models import mlp
+from sgn_theano.models import lenet5, mlp
 from sgn_theano.modes import MODES, compile_mode, default_mode_name
 
-MODELS = {"a": ((784, 20, 20, 20, 10), "tanh"), "b": ((784, 256, 256, 10), "relu")}
+#: name -> (description, builder: x -> (logits, params)); inputs are 784 features.
+MODELS = {
+    "a": ("MLP 784-20-20-20-10 tanh",
+          lambda x: mlp(x, (784, 20, 20, 20, 10), activation="tanh", seed=0)),
+    "b": ("MLP 784-256-256-10 relu",
+          lambda x: mlp(x, (784, 256, 256, 10), activation="relu", seed=0)),
+    "lenet": ("LeNet-5 relu, im2col convolution", lambda x: lenet5(x, seed=0)),
+    "lenet-shifted": ("LeNet-5 relu, shifted-sum convolution",
+                      lambda x: lenet5(x, seed=0, conv_method="shifted")),
+}
+FIGURES = ("gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
+           "SGN k=3 (trust region + line search)", "SGN k=10 (fixed)",
+           "SGN k=10 (trust region + line search)")
 
 
-def build(model: str, mode, batch: int):
+def build(model: str, mode, batch: int, figures=FIGURES):
     """Compiled callables of one model, each taking no argument; their compile times
     (first call included: JIT backends compile there); and, for SGN, the CG iterations
     each call ran (CG stops early once the residual vanishes, e.g. when repeated steps on
     one batch have fitted it, so the timings are read together with them)."""
-    sizes, activation = MODELS[model]
+    _, builder = MODELS[model]
     rng = np.random.default_rng(0)
-    xb = rng.random((batch, sizes[0]), dtype=np.float32)
-    yb = rng.integers(0, sizes[-1], batch).astype(np.int32)
+    xb = rng.random((batch, 784), dtype=np.float32)
+    yb = rng.integers(0, 10, batch).astype(np.int32)
     functions, compile_s, cg_iterations = {}, {}, {}
 
     def add(name, make):
         """Build a fresh model, let ``make`` compile a callable on it, and time that."""
+        if name not in figures and not (name == "gradient + G v" and "G v" in figures):
+            return
         x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
-        logits, params = mlp(x, sizes, activation=activation, seed=0)
+        logits, params = builder(x)
         loss = softmax_cross_entropy(logits, y)
         started = time.perf_counter()
         call = make(x, y, logits, params, loss)
@@ -88,6 +102,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5, help="calls per round and function")
+    parser.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
+                        help="what to time (the gradient is always timed)")
     parser.add_argument("--output", default="results/bench_steps.json")
     args = parser.parse_args()
     mode_name = args.mode or default_mode_name()
@@ -95,14 +111,15 @@ def main():
     report = {"mode": mode_name, "batch_size": args.batch_size, "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "models": {}}
     for model in args.models:
-        functions, compile_s, cg_iterations = build(model, mode, args.batch_size)
+        functions, compile_s, cg_iterations = build(model, mode, args.batch_size,
+                                                    {"gradient", *args.figures})
         medians = interleaved_medians(functions, args.rounds, args.calls)
-        medians["G v"] = medians.pop("gradient + G v") - medians["gradient"]
-        compile_s["G v"] = compile_s.pop("gradient + G v")
+        if "gradient + G v" in medians:
+            medians["G v"] = medians.pop("gradient + G v") - medians["gradient"]
+            compile_s["G v"] = compile_s.pop("gradient + G v")
         gradient = medians["gradient"]
-        sizes, activation = MODELS[model]
-        print(f"\nmodel {model}: MLP {'-'.join(map(str, sizes))} {activation}, batch "
-              f"{args.batch_size}, float32, mode {mode_name}")
+        print(f"\nmodel {model}: {MODELS[model][0]}, batch {args.batch_size}, float32, "
+              f"mode {mode_name}")
         mean_iterations = {name: float(np.mean(counts)) for name, counts in cg_iterations.items()}
         print(f"{'figure':<42} {'median ms':>10} {'/ gradient':>11} {'compile s':>10} "
               f"{'CG iters':>9}")

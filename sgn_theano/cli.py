@@ -1,9 +1,16 @@
-"""``sgn-bench``: SGN against SGD and Adam on a real data set, under a time budget.
+"""``sgn-bench``: SGN against SGD and Adam on real data, under a time or epoch budget.
 
-Example::
+Examples::
 
-    sgn-bench --quick                      # about 2 minutes on 2 cores
-    sgn-bench --time-budget 100 --optimizers sgn:3 sgn:10 sgd:0.1 adam:0.001
+    sgn-bench --quick                                  # about 2 minutes on 2 cores
+    sgn-bench --model lenet5 --optimizers sgn:3,5,10 sgd:0.01,0.1,1 adam:1e-3 --seeds 0 1 2
+    sgn-bench --task sine --frequency 100 --time-budget 20
+    sgn-bench --task cifar10 --data-dir ~/data --model vgg
+
+Each optimizer setting trains a fresh model (the same initialisation for a given seed);
+test accuracy (classification) or test loss (regression) is taken at the checkpoints.
+The table gives medians over the seeds; a JSON record and PNG plots (metric against
+time and against epochs) are written next to ``--output``.
 """
 
 from __future__ import annotations
@@ -21,37 +28,51 @@ import pytensor
 import pytensor.tensor as pt
 
 from sgn_theano import data
-from sgn_theano.losses import softmax_cross_entropy
-from sgn_theano.models import mlp
+from sgn_theano.losses import softmax_cross_entropy, squared_error
+from sgn_theano.models import cnn, lenet5, mlp, vgg_small
 from sgn_theano.modes import MODES, compile_mode, default_mode_name
 from sgn_theano.optimizer import SGN
 from sgn_theano.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.updates import adam, sgd
 
-__all__ = ["main", "parse_optimizer"]
+__all__ = ["main", "parse_optimizers"]
 
-TASKS = ("fashion-mnist", "mnist")
+TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression")
+CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
+MODELS = ("mlp", "lenet5", "vgg")
 DEFAULT_VALUES = {"sgn": 3.0, "sgd": 0.1, "adam": 1e-3}
+#: Per task: MLP widths, hidden activation, batch size (None: the full training set).
+TASK_DEFAULTS = {
+    "fashion-mnist": ("784-256-256-10", "relu", 1000),
+    "mnist": ("784-256-256-10", "relu", 1000),
+    "cifar10": ("3072-256-256-10", "relu", 1000),
+    "sine": ("1-64-64-1", "tanh", None),
+    "regression": ("10-64-64-1", "tanh", None),
+}
 
 
-def parse_optimizer(spec: str) -> tuple[str, float]:
-    """``"sgn:3"`` -> ``("sgn", 3.0)`` (CG iterations); ``"sgd:0.1"``, ``"adam:1e-3"``
-    give the learning rate; a bare name takes its default."""
-    name, _, value = spec.partition(":")
+def parse_optimizers(spec: str) -> list[tuple[str, float]]:
+    """``"sgn:3,5"`` -> ``[("sgn", 3.0), ("sgn", 5.0)]`` (CG iterations); ``"sgd:0.1"``
+    and ``"adam:1e-3"`` give learning rates; a bare name takes its default."""
+    name, _, values = spec.partition(":")
     if name not in DEFAULT_VALUES:
         raise argparse.ArgumentTypeError(
-            f"unknown optimizer {name!r} in {spec!r}; use sgn[:k], sgd[:lr] or adam[:lr]")
-    try:
-        number = float(value) if value else DEFAULT_VALUES[name]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{spec!r}: {value!r} is not a number") from None
-    if number <= 0 or (name == "sgn" and number != int(number)):
-        raise argparse.ArgumentTypeError(
-            f"{spec!r}: give a positive {'integer' if name == 'sgn' else 'number'}")
-    return name, number
+            f"unknown optimizer {name!r} in {spec!r}; use sgn[:k,...], sgd[:lr,...] or "
+            "adam[:lr,...]")
+    grid = []
+    for value in values.split(",") if values else [""]:
+        try:
+            number = float(value) if value else DEFAULT_VALUES[name]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{spec!r}: {value!r} is not a number") from None
+        if not number > 0 or (name == "sgn" and number != int(number)):
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: give positive {'integers' if name == 'sgn' else 'numbers'}")
+        grid.append((name, number))
+    return grid
 
 
-def _label(name: str, value: float) -> str:
+def label(name: str, value: float) -> str:
     return f"SGN k={int(value)}" if name == "sgn" else f"{name.upper()} lr={value:g}"
 
 
@@ -62,113 +83,206 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=TASKS, default="fashion-mnist")
     parser.add_argument("--data-dir", default=None,
                         help=f"data folder (fashion-mnist default: {data.FASHION_MNIST_DIR})")
-    parser.add_argument("--sizes", default="784-256-256-10",
-                        help="MLP layer widths, input to output")
-    parser.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default="relu")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--time-budget", type=float, default=100.0,
-                        help="seconds of training per optimizer (evaluation excluded)")
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help="mlp (--sizes), lenet5 (28x28 images) or vgg (CIFAR-10)")
+    parser.add_argument("--sizes", default=None,
+                        help="MLP widths, input to output (default: per task)")
+    parser.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=None,
+                        help="hidden activation (default: relu, tanh for regression)")
+    parser.add_argument("--frequency", type=float, default=10.0, help="sine task: f")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 1000 for images, the full set for regression")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--time-budget", type=float, default=None,
+                        help="seconds of optimizer steps per run (default 100)")
+    budget.add_argument("--epochs", type=float, default=None, help="epochs per run")
     parser.add_argument("--checkpoints", default="5,10,25,50",
-                        help="times (s) to evaluate test accuracy; the budget is added")
-    parser.add_argument("--optimizers", nargs="+", type=parse_optimizer,
-                        default=[("sgn", 3.0), ("sgd", 0.1), ("adam", 1e-3)],
-                        help="sgn:K (CG iterations), sgd:LR, adam:LR")
+                        help="where to evaluate, in seconds (or epochs with --epochs)")
+    parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
+                        default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
+                        help="sgn:K[,K...] (CG iterations), sgd:LR[,LR...], adam:LR[,LR...]")
+    parser.add_argument("--target", type=float, default=None,
+                        help="report the steps each run needed to reach this test accuracy "
+                        "(or test loss, for regression)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run per seed (initialisation and batch order); the table "
+                        "shows medians")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="PyTensor compile mode (default: C if OpenBLAS is found, "
                         "else NUMBA)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="25 s per optimizer, checkpoints 5,10 (about 2 minutes)")
+                        help="25 s per run, checkpoints 5,10 (about 2 minutes)")
     parser.add_argument("--output", default="results/sgn-bench.json",
-                        help="where to write the JSON record")
+                        help="the JSON record; the plots go next to it")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
-def _load(task: str, directory: str | None):
-    if task == "fashion-mnist":
-        return data.load_fashion_mnist(directory or data.FASHION_MNIST_DIR)
-    if directory is None:
-        raise SystemExit(f"--task {task} needs --data-dir (the folder of its files)")
-    return data.load_mnist(directory)
+def load_task(args) -> tuple[np.ndarray, ...]:
+    if args.task == "fashion-mnist":
+        return data.load_fashion_mnist(args.data_dir or data.FASHION_MNIST_DIR)
+    if args.task == "sine":
+        return data.sine_task(args.frequency)
+    if args.task == "regression":
+        return data.load_diabetes_task()
+    if args.data_dir is None:
+        raise FileNotFoundError(f"--task {args.task} needs --data-dir (the folder of its files)")
+    if args.task == "mnist":
+        return data.load_mnist(args.data_dir)
+    return data.load_cifar10(args.data_dir, flatten=True)
 
 
-def run_one(name: str, value: float, arrays, args, mode, marks) -> TrainResult:
-    """Build a fresh model (same seed for every optimizer) and train it."""
-    x_train, y_train, x_test, y_test = arrays
-    x = pt.matrix("x", dtype="float32")
-    y = pt.ivector("y")
+def build_model(args, x, seed: int):
+    """Logits (or regression outputs) and parameters of the chosen model."""
+    if args.model == "lenet5":
+        return lenet5(x, activation=args.activation, seed=seed)
+    if args.model == "vgg":
+        return vgg_small(x, activation=args.activation, seed=seed)
     sizes = [int(size) for size in args.sizes.split("-")]
-    logits, params = mlp(x, sizes, activation=args.activation, seed=args.seed)
-    loss = softmax_cross_entropy(logits, y)
+    return mlp(x, sizes, activation=args.activation, seed=seed)
+
+
+def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> TrainResult:
+    """Build a fresh model and train it with one optimizer setting."""
+    x_train, y_train, x_test, y_test = arrays
+    classification = args.task in CLASSIFICATION
+    x = pt.matrix("x", dtype="float32")
+    y = pt.ivector("y") if classification else pt.matrix("y", dtype="float32")
+    outputs, params = build_model(args, x, seed)
+    loss = (softmax_cross_entropy if classification else squared_error)(outputs, y)
     if name == "sgn":
-        optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=int(value), mode=mode)
+        optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode)
     else:
         rule = sgd if name == "sgd" else adam
         optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
-    evaluate = make_evaluator([x, y], logits, loss, x_test, y_test, mode=mode)
-    return train(optimizer, evaluate, (x_train, y_train), batch_size=args.batch_size,
-                 time_budget=args.time_budget, checkpoints=marks, seed=args.seed,
-                 name=_label(name, value), progress=not args.no_progress)
+    evaluate = make_evaluator([x, y], outputs, loss, x_test, y_test, mode=mode,
+                              accuracy=classification)
+    by_epochs = args.epochs is not None
+    steps_per_epoch = max(1, len(x_train) // args.batch_size)
+    result = train(optimizer, evaluate, (x_train, y_train), batch_size=args.batch_size,
+                   time_budget=None if by_epochs else args.time_budget,
+                   max_epochs=args.epochs,
+                   checkpoints=[mark * steps_per_epoch for mark in marks] if by_epochs
+                   else marks, seed=seed, name=f"{label(name, value)} seed {seed}",
+                   progress=not args.no_progress)
+    return result
 
 
-def format_table(results: Sequence[TrainResult], marks: Sequence[float]) -> str:
-    """Test accuracy at each checkpoint mark (seconds), steps/s, rejected steps and the
-    final train loss."""
-    header = ["optimizer", *[f"acc@{mark:g}s" for mark in marks], "steps", "steps/s",
-              "rejected", "final loss", "note"]
+def metric_of(task: str) -> str:
+    return "test_accuracy" if task in CLASSIFICATION else "test_loss"
+
+
+def steps_to_target(result: TrainResult, metric: str, target: float) -> float:
+    """Steps at the first checkpoint whose metric reaches ``target`` (nan if none)."""
+    for point in result.history:
+        value = getattr(point, metric)
+        if (value >= target) if metric == "test_accuracy" else (value <= target):
+            return float(point.step)
+    return float("nan")
+
+
+def value_at(result: TrainResult, mark: float, unit: str, metric: str) -> float:
+    """Metric at the first checkpoint at or past ``mark`` (seconds or epochs)."""
+    for point in result.history[1:]:
+        if getattr(point, unit) >= mark - 1e-9:
+            return getattr(point, metric)
+    return float("nan")
+
+
+def format_table(groups: dict[str, list[TrainResult]], marks: Sequence[float], args) -> str:
+    """One row per optimizer setting: medians over seeds of the metric at each mark, of
+    steps/s, rejected steps, steps to the target and the final train loss."""
+    metric, unit = metric_of(args.task), "epoch" if args.epochs is not None else "time"
+    short = "acc" if metric == "test_accuracy" else "loss"
+    suffix = "ep" if unit == "epoch" else "s"
+    header = ["optimizer", *[f"{short}@{mark:g}{suffix}" for mark in marks], "steps",
+              "steps/s", "rejected", "final train loss"]
+    if args.target is not None:
+        header.insert(len(marks) + 1, f"steps to {args.target:g}")
     rows = [header]
-    for result in results:
-        last = result.history[-1]
-        rows.append([result.name, *[_accuracy_at(result, mark) for mark in marks],
-                     str(result.steps), f"{result.steps_per_second:.1f}",
-                     str(result.rejected), f"{last.train_loss:.4f}", "diverged" if result.diverged else ""])
+    for name, results in groups.items():
+        values = [np.median([value_at(r, mark, unit, metric) for r in results]) for mark in marks]
+        cells = [f"{100 * v:.1f}%" if short == "acc" else f"{v:.4f}" for v in values]
+        row = [name, *cells, f"{np.median([r.steps for r in results]):.0f}",
+               f"{np.median([r.steps_per_second for r in results]):.1f}",
+               f"{np.median([r.rejected for r in results]):.0f}",
+               f"{np.median([r.history[-1].train_loss for r in results]):.4f}"
+               + (" (diverged)" if any(r.diverged for r in results) else "")]
+        if args.target is not None:
+            reached = np.median([steps_to_target(r, metric, args.target) for r in results])
+            row.insert(len(marks) + 1, "-" if np.isnan(reached) else f"{reached:.0f}")
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
 
 
-def _accuracy_at(result: TrainResult, mark: float) -> str:
-    """Test accuracy of the checkpoint taken on reaching ``mark`` seconds of training."""
-    for point in result.history[1:]:
-        if point.time >= mark:
-            return f"{100 * point.test_accuracy:.1f}%"
-    return "-"
+def _apply_defaults(args) -> None:
+    sizes, activation, batch = TASK_DEFAULTS[args.task]
+    args.sizes = args.sizes or sizes
+    args.activation = args.activation or activation
+    if args.quick:
+        args.time_budget, args.checkpoints = 25.0, "5,10"
+    if args.epochs is None and args.time_budget is None:
+        args.time_budget = 100.0
+    args.optimizers = [setting for grid in args.optimizers for setting in grid]
+    args.batch_size_given = args.batch_size
+    args.batch_size = batch if args.batch_size is None else args.batch_size
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.time_budget, args.checkpoints = 25.0, "5,10"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _apply_defaults(args)
     mode_name = args.mode or default_mode_name()
     mode = compile_mode(mode_name)
     try:
-        arrays = _load(args.task, args.data_dir)
-    except FileNotFoundError as error:
+        arrays = load_task(args)
+    except (FileNotFoundError, ImportError) as error:
         print(f"sgn-bench: {error}", file=sys.stderr)
         return 2
+    args.batch_size = args.batch_size or len(arrays[0])
+    budget = args.epochs if args.epochs is not None else args.time_budget
     marks = sorted({float(mark) for mark in args.checkpoints.split(",") if mark.strip()
-                    and 0 < float(mark) < args.time_budget} | {args.time_budget})
-    print(f"sgn-bench: {args.task}, MLP {args.sizes} {args.activation}, batch "
-          f"{args.batch_size}, {args.time_budget:g} s per optimizer, mode {mode_name}")
-    results = []
+                    and 0 < float(mark) < budget} | {budget})
+    model = f"MLP {args.sizes}" if args.model == "mlp" else args.model
+    unit = "epochs" if args.epochs is not None else "s"
+    print(f"sgn-bench: {args.task}, {model} {args.activation}, batch {args.batch_size}, "
+          f"{budget:g} {unit} per run, seeds {args.seeds}, mode {mode_name}")
+    groups: dict[str, list[TrainResult]] = {}
     for name, value in args.optimizers:
-        results.append(run_one(name, value, arrays, args, mode, marks))
+        for seed in args.seeds:
+            result = run_one(name, value, seed, arrays, args, mode, marks)
+            groups.setdefault(label(name, value), []).append(result)
     print()
-    print(format_table(results, marks))
+    print(format_table(groups, marks, args))
     record = {
         "config": {**vars(args), "optimizers": [list(spec) for spec in args.optimizers],
-                   "mode": mode_name},
+                   "mode": mode_name, "metric": metric_of(args.task)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "pytensor": pytensor.__version__,
                     "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "runs": [result.to_dict() for result in results],
+        "runs": [{**result.to_dict(), "optimizer": name, "seed": seed}
+                 for name, results in groups.items()
+                 for seed, result in zip(args.seeds, results)],
     }
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as stream:
             json.dump(record, stream, indent=1)
         print(f"\nwrote {args.output}")
+        if not args.no_plots:
+            try:
+                from sgn_theano.plots import plot_runs
+
+                paths = plot_runs(record, os.path.splitext(args.output)[0])
+            except ImportError:
+                paths = []
+                print("sgn-bench: matplotlib is not installed, so no plots "
+                      "(`pip install sgn_theano[bench]`)", file=sys.stderr)
+            for path in paths:
+                print(f"wrote {path}")
     return 0

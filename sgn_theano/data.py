@@ -1,25 +1,39 @@
-"""Readers for standard data files, and a mini-batch stream.
+"""Readers for standard data files, regression tasks, and a mini-batch stream.
 
-Every loader returns ``(x_train, y_train, x_test, y_test)``: images float32 in
-``[0, 1]``, labels int32. A missing file raises ``FileNotFoundError`` naming it and
-saying where the data set comes from; no loader downloads anything.
+Every loader returns ``(x_train, y_train, x_test, y_test)``. Images are float32,
+channels last (``(N, H, W, C)``, or ``(N, H W C)`` rows with ``flatten=True``), in
+``[0, 1]`` (``normalization="unit"``) or standardized per channel with the training
+set's mean and standard deviation (``"standard"``); labels are int32. A missing file
+raises ``FileNotFoundError`` naming it and saying where the data set comes from; no
+loader downloads anything. Regression tasks return float32 ``(N, d)`` inputs and
+``(N, 1)`` targets.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 
 __all__ = [
     "FASHION_MNIST_DIR",
+    "NORMALIZATIONS",
+    "load_cifar10",
+    "load_diabetes_task",
     "load_fashion_mnist",
     "load_mnist",
     "minibatches",
     "read_idx",
+    "sine_task",
 ]
+
+#: Image normalizations the readers accept.
+NORMALIZATIONS = ("unit", "standard")
+Normalization = Literal["unit", "standard"]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -63,24 +77,43 @@ def _find(directory: str, stem: str, how_to_get: str) -> str:
         f"{os.path.join(directory, stem)}[.gz] not found. {how_to_get}")
 
 
-def _load_idx_set(directory: str, how_to_get: str, flatten: bool):
+def _images(train: np.ndarray, test: np.ndarray, flatten: bool,
+            normalization: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(N, H, W, C)`` images -> float32, normalized, flattened if asked."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got "
+                         f"{normalization!r}.")
+    train = train.astype(np.float32) / np.float32(255)
+    test = test.astype(np.float32) / np.float32(255)
+    if normalization == "standard":
+        mean = train.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+        std = train.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+        std[std == 0] = 1
+        train, test = (train - mean) / std, (test - mean) / std
+    if flatten:
+        train, test = train.reshape(len(train), -1), test.reshape(len(test), -1)
+    return train, test
+
+
+def _load_idx_set(directory: str, how_to_get: str, flatten: bool,
+                  normalization: Normalization):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Data directory {directory} does not exist. {how_to_get}")
     arrays = {key: read_idx(_find(directory, stem, how_to_get))
               for key, stem in _IDX_FILES.items()}
-    result = []
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(images) != len(labels):
             raise ValueError(f"{directory}: {len(images)} {split} images but "
                              f"{len(labels)} labels.")
-        images = images.astype(np.float32) / np.float32(255)
-        images = images.reshape(len(images), -1) if flatten else images[:, None]
-        result += [images, labels.astype(np.int32)]
-    return tuple(result)
+    x_train, x_test = _images(arrays["x_train"][..., None], arrays["x_test"][..., None],
+                              flatten, normalization)
+    return (x_train, arrays["y_train"].astype(np.int32), x_test,
+            arrays["y_test"].astype(np.int32))
 
 
-def load_fashion_mnist(directory: str = FASHION_MNIST_DIR, *, flatten: bool = True):
+def load_fashion_mnist(directory: str = FASHION_MNIST_DIR, *, flatten: bool = True,
+                       normalization: Normalization = "unit"):
     """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): 60,000 + 10,000 28x28 images, 10 classes.
 
     Parameters
@@ -89,14 +122,16 @@ def load_fashion_mnist(directory: str = FASHION_MNIST_DIR, *, flatten: bool = Tr
         Folder with the four IDX files (gzipped or not); Debian's
         ``dataset-fashion-mnist`` package installs them in the default.
     flatten : bool
-        Images as ``(N, 784)`` if True, else ``(N, 1, 28, 28)``.
+        Images as ``(N, 784)`` if True, else ``(N, 28, 28, 1)``.
+    normalization : {"unit", "standard"}
+        ``[0, 1]``, or standardized with the training set's mean and deviation.
     """
     how = ("Install them with `apt-get install dataset-fashion-mnist` (Debian), or pass "
            "the folder holding the Fashion-MNIST IDX files.")
-    return _load_idx_set(directory, how, flatten)
+    return _load_idx_set(directory, how, flatten, normalization)
 
 
-def load_mnist(directory: str, *, flatten: bool = True):
+def load_mnist(directory: str, *, flatten: bool = True, normalization: Normalization = "unit"):
     """MNIST (LeCun et al. 1998): 60,000 + 10,000 28x28 digit images, 10 classes.
 
     Parameters
@@ -105,11 +140,120 @@ def load_mnist(directory: str, *, flatten: bool = True):
         Folder with ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
         ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``.
     flatten : bool
-        Images as ``(N, 784)`` if True, else ``(N, 1, 28, 28)``.
+        Images as ``(N, 784)`` if True, else ``(N, 28, 28, 1)``.
+    normalization : {"unit", "standard"}
+        As in :func:`load_fashion_mnist`.
     """
     how = ("Download the four MNIST IDX files (yann.lecun.com/exdb/mnist or a mirror) "
            "into that folder.")
-    return _load_idx_set(directory, how, flatten)
+    return _load_idx_set(directory, how, flatten, normalization)
+
+
+_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+
+
+def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: ``{b"data": uint8 (n, 3072), b"labels": [n ints]}``
+    with each row the red, green then blue 32x32 planes."""
+    with open(path, "rb") as stream:
+        batch = pickle.load(stream, encoding="bytes")
+    try:
+        data, labels = np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (no b'data' and "
+                         "b'labels').") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise ValueError(f"{path}: expected data (n, 3072) and n labels, got "
+                         f"{data.shape} and {len(labels)}.")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int32)
+
+
+def load_cifar10(directory: str, *, flatten: bool = False,
+                 normalization: Normalization = "unit"):
+    """CIFAR-10 (Krizhevsky 2009): 50,000 + 10,000 32x32 colour images, 10 classes.
+
+    Reads the standard python version (``cifar-10-python.tar.gz``, unpacked). Its files
+    are pickles: only read files from a source you trust.
+
+    Parameters
+    ----------
+    directory : str
+        The ``cifar-10-batches-py`` folder (``data_batch_1`` ... ``data_batch_5``,
+        ``test_batch``), or the folder containing it.
+    flatten : bool
+        Images as ``(N, 3072)`` rows (channels last) if True, else ``(N, 32, 32, 3)``.
+    normalization : {"unit", "standard"}
+        As in :func:`load_fashion_mnist` (``"standard"``: per colour channel).
+    """
+    how = ("Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+           "and unpack it there.")
+    nested = os.path.join(directory, "cifar-10-batches-py")
+    folder = nested if os.path.isdir(nested) else directory
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Data directory {directory} does not exist. {how}")
+    batches = []
+    for name in _CIFAR_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found. {how}")
+        batches.append(_read_cifar_batch(path))
+    x_train = np.concatenate([images for images, _ in batches[:5]])
+    y_train = np.concatenate([labels for _, labels in batches[:5]])
+    x_train, x_test = _images(x_train, batches[5][0], flatten, normalization)
+    return x_train, y_train, x_test, batches[5][1]
+
+
+def _split(x: np.ndarray, y: np.ndarray, train_fraction: float, rng):
+    order = rng.permutation(len(x))
+    cut = int(round(train_fraction * len(x)))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def sine_task(frequency: float, *, samples: int = 1000, noise: float = 0.1,
+              train_fraction: float = 0.7, seed: int = 0):
+    """The sine-wave regression of the SGN paper: :math:`y = \\sin(f x) + \\epsilon`.
+
+    :math:`x \\sim U[-1, 1]`, :math:`\\epsilon \\sim \\mathcal N(0, \\sigma^2)`,
+    split at random into training and test sets (70/30 by default; the paper trains
+    full batch).
+
+    Returns
+    -------
+    tuple
+        ``x_train (n, 1), y_train (n, 1), x_test (m, 1), y_test (m, 1)``, float32.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, (samples, 1))
+    y = np.sin(frequency * x) + noise * rng.standard_normal((samples, 1))
+    return tuple(array.astype(np.float32) for array in _split(x, y, train_fraction, rng))
+
+
+def load_diabetes_task(*, train_fraction: float = 0.7, seed: int = 0):
+    """The diabetes regression data (Efron et al. 2004): 442 patients, 10 features, a
+    disease-progression target; shipped inside scikit-learn, so it needs no download.
+
+    Features and target are standardized with the training split's mean and standard
+    deviation (test loss is in units of the target's variance).
+
+    Returns
+    -------
+    tuple
+        ``x_train (n, 10), y_train (n, 1), x_test (m, 10), y_test (m, 1)``, float32.
+    """
+    try:
+        from sklearn.datasets import load_diabetes
+    except ImportError:
+        raise ImportError("The diabetes data set comes with scikit-learn: "
+                          "`pip install scikit-learn` (or `pip install sgn_theano[bench]`)."
+                          ) from None
+    x, y = load_diabetes(return_X_y=True)
+    x_train, y_train, x_test, y_test = _split(x, y[:, None], train_fraction,
+                                              np.random.default_rng(seed))
+    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
+    y_mean, y_std = y_train.mean(), y_train.std()
+    arrays = ((x_train - x_mean) / x_std, (y_train - y_mean) / y_std,
+              (x_test - x_mean) / x_std, (y_test - y_mean) / y_std)
+    return tuple(array.astype(np.float32) for array in arrays)
 
 
 def minibatches(

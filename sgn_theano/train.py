@@ -80,25 +80,29 @@ def make_evaluator(
     *,
     mode=None,
     chunk_size: int = 2000,
+    accuracy: bool = True,
 ) -> Callable[[], dict]:
-    """Compile ``() -> {"test_loss", "test_accuracy"}`` over a labelled test set.
+    """Compile ``() -> {"test_loss", "test_accuracy"}`` over a test set.
 
-    ``inputs`` are ``[x, y]``; ``outputs`` are logits ``(B, C)`` and ``loss`` their
-    mean loss. The set is evaluated in chunks of ``chunk_size`` rows (memory stays
-    bounded) and the results are weighted by chunk size.
+    ``inputs`` are ``[x, y]`` and ``loss`` the mean loss of ``outputs``. With
+    ``accuracy``, ``outputs`` are logits ``(B, C)`` and ``y`` integer labels; without
+    (regression), ``test_accuracy`` is nan. The set is evaluated in chunks of
+    ``chunk_size`` rows (memory stays bounded) and the results are weighted by chunk size.
     """
-    correct = pt.sum(pt.eq(pt.argmax(outputs, axis=1), inputs[1]))
-    evaluate_chunk = pytensor.function(list(inputs), [loss, correct], mode=mode)
+    measured = [loss]
+    if accuracy:
+        measured.append(pt.sum(pt.eq(pt.argmax(outputs, axis=1), inputs[1])))
+    evaluate_chunk = pytensor.function(list(inputs), measured, mode=mode)
 
     def evaluate() -> dict:
         total_loss, total_correct = 0.0, 0
         for start in range(0, len(x_test), chunk_size):
             xb, yb = x_test[start : start + chunk_size], y_test[start : start + chunk_size]
-            chunk_loss, chunk_correct = evaluate_chunk(xb, yb)
+            chunk_loss, *chunk_correct = evaluate_chunk(xb, yb)
             total_loss += float(chunk_loss) * len(xb)
-            total_correct += int(chunk_correct)
+            total_correct += int(sum(chunk_correct))
         return {"test_loss": total_loss / len(x_test),
-                "test_accuracy": total_correct / len(x_test)}
+                "test_accuracy": total_correct / len(x_test) if accuracy else math.nan}
 
     return evaluate
 

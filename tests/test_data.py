@@ -4,9 +4,17 @@ import os
 
 import numpy as np
 import pytest
-from idx_files import write_idx, write_mnist_like
+from idx_files import write_cifar10_like, write_idx, write_mnist_like
 
-from sgn_theano.data import load_fashion_mnist, load_mnist, minibatches, read_idx
+from sgn_theano.data import (
+    load_cifar10,
+    load_diabetes_task,
+    load_fashion_mnist,
+    load_mnist,
+    minibatches,
+    read_idx,
+    sine_task,
+)
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -34,8 +42,64 @@ def test_load_mnist_format(tmp_path, compress):
     assert x_train.dtype == np.float32 and y_train.dtype == np.int32
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
     images = load_mnist(str(tmp_path), flatten=False)[0]
-    assert images.shape == (30, 1, 28, 28)
+    assert images.shape == (30, 28, 28, 1)
     np.testing.assert_array_equal(images.reshape(30, -1), x_train)
+    standard, _, standard_test, _ = load_mnist(str(tmp_path), normalization="standard")
+    assert abs(standard.mean()) < 1e-5 and standard.std() == pytest.approx(1.0, rel=1e-4)
+    scale = x_train.std(dtype=np.float64)
+    np.testing.assert_allclose(standard_test, (x_test - x_train.mean()) / scale, rtol=1e-4,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="`normalization` must be one of"):
+        load_mnist(str(tmp_path), normalization="zca")
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_load_cifar10_format(tmp_path, nested):
+    folder = write_cifar10_like(str(tmp_path), per_batch=8, test=6)
+    x_train, y_train, x_test, y_test = load_cifar10(str(tmp_path) if nested else folder)
+    assert x_train.shape == (40, 32, 32, 3) and x_test.shape == (6, 32, 32, 3)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32
+    # channels last: class c painted row c of the red plane at 255
+    for image, label in zip(x_train, y_train):
+        assert np.all(image[label, :, 0] == 1.0) and image[:, :, 1].max() < 0.2
+    flat = load_cifar10(folder, flatten=True)[0]
+    np.testing.assert_array_equal(flat, x_train.reshape(40, -1))
+    standard = load_cifar10(folder, normalization="standard")[0]
+    np.testing.assert_allclose(standard.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(standard.std(axis=(0, 1, 2)), 1, rtol=1e-4)
+
+
+def test_cifar10_missing_or_broken_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*cifar-10-python.tar.gz"):
+        load_cifar10(str(tmp_path / "nowhere"))
+    folder = write_cifar10_like(str(tmp_path))
+    os.remove(os.path.join(folder, "data_batch_3"))
+    with pytest.raises(FileNotFoundError, match="data_batch_3 not found"):
+        load_cifar10(folder)
+    import pickle
+    with open(os.path.join(folder, "data_batch_3"), "wb") as stream:
+        pickle.dump({b"labels": [1]}, stream)
+    with pytest.raises(ValueError, match="is not a CIFAR-10 python batch"):
+        load_cifar10(folder)
+
+
+def test_sine_task_is_the_papers_function_split_70_30():
+    x_train, y_train, x_test, y_test = sine_task(10.0, samples=1000, noise=0.0, seed=3)
+    assert x_train.shape == (700, 1) and y_test.shape == (300, 1)
+    assert x_train.dtype == np.float32 and -1 <= x_train.min() and x_train.max() <= 1
+    np.testing.assert_allclose(y_train, np.sin(10 * x_train), atol=1e-6)
+    noisy = sine_task(10.0, samples=1000, noise=0.1, seed=3)
+    assert np.std(noisy[1] - np.sin(10 * noisy[0])) == pytest.approx(0.1, rel=0.1)
+    assert not set(x_train.ravel()) & set(x_test.ravel())
+
+
+def test_diabetes_task_is_standardized_on_the_training_split():
+    pytest.importorskip("sklearn")
+    x_train, y_train, x_test, y_test = load_diabetes_task(seed=1)
+    assert x_train.shape == (309, 10) and x_test.shape == (133, 10) and y_train.shape == (309, 1)
+    np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y_train.std(), 1, rtol=1e-5)
+    assert abs(float(x_test.mean())) < 0.5  # the test split is standardized with train stats
 
 
 def test_missing_files_are_named_with_their_source(tmp_path):

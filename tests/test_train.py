@@ -10,12 +10,12 @@ import numpy as np
 import pytensor.tensor as pt
 import pytest
 from conftest import TEST_MODE
-from idx_files import write_mnist_like
+from idx_files import write_cifar10_like, write_mnist_like
 
 from resumable_run import synthetic_blobs
 
 from sgn_theano import adam, softmax_cross_entropy
-from sgn_theano.cli import main, parse_optimizer
+from sgn_theano.cli import main, parse_optimizers
 from sgn_theano.models import mlp
 from sgn_theano.train import FirstOrder, make_evaluator, train
 
@@ -75,27 +75,57 @@ def test_evaluator_weights_chunks():
     assert evaluate()["test_accuracy"] == pytest.approx(1 / 3)
 
 
-def test_parse_optimizer():
-    assert parse_optimizer("sgn:5") == ("sgn", 5.0)
-    assert parse_optimizer("adam") == ("adam", 1e-3)
-    for bad in ("sgn:2.5", "lbfgs", "sgd:-1", "sgd:abc"):
+def test_parse_optimizers_grid():
+    assert parse_optimizers("sgn:3,5") == [("sgn", 3.0), ("sgn", 5.0)]
+    assert parse_optimizers("sgd:0.01,0.1,1") == [("sgd", 0.01), ("sgd", 0.1), ("sgd", 1.0)]
+    assert parse_optimizers("adam") == [("adam", 1e-3)]
+    for bad in ("sgn:2.5", "lbfgs", "sgd:-1", "sgd:abc", "sgd:0.1,nan"):
         with pytest.raises(Exception, match="sgn|optimizer|number|positive"):
-            parse_optimizer(bad)
+            parse_optimizers(bad)
 
 
-def test_cli_runs_all_optimizers_and_writes_json(tmp_path, capsys):
+def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     data_dir = write_mnist_like(str(tmp_path / "mnist"), train=300, test=100)
     output = tmp_path / "out.json"
     code = main(["--task", "mnist", "--data-dir", data_dir, "--sizes", "784-16-10",
                  "--batch-size", "100", "--time-budget", "1", "--checkpoints", "0.5",
+                 "--optimizers", "sgn:2", "sgd:0.1,1", "--seeds", "0", "1", "--target", "0.5",
                  "--mode", "FAST_COMPILE", "--output", str(output), "--no-progress"])
     assert code == 0
     table = capsys.readouterr().out
-    for name in ("SGN k=3", "SGD lr=0.1", "ADAM lr=0.001", "acc@0.5s", "acc@1s"):
+    for name in ("SGN k=2", "SGD lr=0.1", "SGD lr=1", "acc@0.5s", "acc@1s", "steps to 0.5"):
         assert name in table
     record = json.loads(output.read_text())
-    assert [run["name"] for run in record["runs"]] == ["SGN k=3", "SGD lr=0.1", "ADAM lr=0.001"]
+    assert [(run["optimizer"], run["seed"]) for run in record["runs"]] == [
+        ("SGN k=2", 0), ("SGN k=2", 1), ("SGD lr=0.1", 0), ("SGD lr=0.1", 1),
+        ("SGD lr=1", 0), ("SGD lr=1", 1)]
     assert all(run["steps"] > 0 and len(run["history"]) >= 2 for run in record["runs"])
+    for suffix in ("time", "epochs"):
+        assert (tmp_path / f"out-{suffix}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_regression_task_by_epochs(tmp_path, capsys):
+    output = tmp_path / "sine.json"
+    code = main(["--task", "sine", "--sizes", "1-8-1", "--epochs", "3", "--checkpoints", "1",
+                 "--optimizers", "sgn:3", "adam:0.01", "--mode", "FAST_COMPILE",
+                 "--output", str(output), "--no-progress", "--no-plots"])
+    assert code == 0
+    assert "loss@1ep" in capsys.readouterr().out
+    record = json.loads(output.read_text())
+    for run in record["runs"]:  # full batch: one step per epoch
+        assert run["steps"] == 3 and [p["epoch"] for p in run["history"]] == [0, 1, 3]
+        assert math.isnan(run["history"][-1]["test_accuracy"])
+        assert run["history"][-1]["test_loss"] < run["history"][0]["test_loss"]
+    assert not (tmp_path / "sine-time.png").exists()
+
+
+def test_cli_cnn_on_cifar10_files(tmp_path, capsys):
+    write_cifar10_like(str(tmp_path), per_batch=20, test=20)
+    code = main(["--task", "cifar10", "--data-dir", str(tmp_path), "--model", "vgg",
+                 "--batch-size", "50", "--epochs", "1", "--optimizers", "adam",
+                 "--mode", "FAST_COMPILE", "--output", "", "--no-progress"])
+    assert code == 0
+    assert "ADAM lr=0.001" in capsys.readouterr().out
 
 
 def test_cli_reports_missing_data(tmp_path, capsys):
