@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
@@ -62,6 +63,7 @@ def conjugate_gradient(
     x0: Sequence[TensorVariable] | None = None,
     preconditioner: Callable[[Blocks], Blocks] | None = None,
     progress_tol: float = 0.0,
+    early_exit: bool = True,
 ) -> CGResult:
     """Approximately solve ``matvec(x) = b`` with preconditioned conjugate gradient.
 
@@ -111,6 +113,10 @@ def conjugate_gradient(
     progress_tol : float
         :math:`\\epsilon \\ge 0` of the relative-progress rule; ``0`` turns it off.
         Martens uses ``5e-4``. The rule needs more than 10 iterations to act.
+    early_exit : bool
+        Leave the loop when it stops (a ``scan`` with ``until``). False runs all
+        ``max_iters`` iterations, those after the stop changing nothing, for backends
+        without early exit (PyTensor's JAX backend); the result is the same.
 
     Returns
     -------
@@ -152,10 +158,10 @@ def conjugate_gradient(
 
     def iteration(state: Blocks) -> Blocks:
         x, r, p = state[:n], state[n : 2 * n], state[2 * n : 3 * n]
-        rz, residual_norm, count = state[3 * n : 3 * n + 3]
+        rz, residual_norm, count, done = state[3 * n : 3 * n + 4]
         a_p = matvec(p)
         curvature = dot(p, a_p)
-        active = (residual_norm > tol) & (curvature > zero)
+        active = pt.invert(done) & (residual_norm > tol) & (curvature > zero)
         alpha = pt.switch(active, rz / pt.switch(active, curvature, 1), zero)
         x = [xi + alpha * pi for xi, pi in zip(x, p)]
         r = [ri - alpha * api for ri, api in zip(r, a_p)]
@@ -167,8 +173,8 @@ def conjugate_gradient(
         count = count + pt.cast(active, "int64")
         stop = pt.invert(active) | (next_norm <= tol)
         if not progress_tol:
-            return [*x, *r, *p, rz_next, next_norm, count, stop]
-        (values,) = state[3 * n + 3 :]
+            return [*x, *r, *p, rz_next, next_norm, count, stop, stop]
+        (values,) = state[3 * n + 4 :]
         value = model_value(x, r)
         values = pt.set_subtensor(values[count], value)
         window = pt.maximum(10, count // 10)
@@ -176,7 +182,7 @@ def conjugate_gradient(
         stalled = ((count > window) & (value < zero)
                    & ((value - earlier) / pt.switch(value < zero, value, -1)
                       < pt.cast(window, dtype) * pt.constant(progress_tol, dtype=dtype)))
-        return [*x, *r, *p, rz_next, next_norm, count, values, stop | stalled]
+        return [*x, *r, *p, rz_next, next_norm, count, stop | stalled, values, stop | stalled]
 
     outputs_info = [
         *x_start,
@@ -185,6 +191,7 @@ def conjugate_gradient(
         dot(r_start, z_start),
         pt.sqrt(dot(r_start, r_start)),
         pt.constant(0, dtype="int64"),
+        pt.as_tensor_variable(np.array(False)),  # done: stopped, later iterations are no-ops
     ]
     if progress_tol:
         # phi(x_i) for i = 0..max_iters, read back `window` iterations later.
@@ -195,7 +202,7 @@ def conjugate_gradient(
 
     def scan_step(*arguments):
         *state, stop = body(list(arguments[:n_state]), list(arguments[n_state:]))
-        return state, until(stop)
+        return (state, until(stop)) if early_exit else state
 
     trace = pytensor.scan(
         scan_step,

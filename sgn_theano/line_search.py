@@ -34,6 +34,7 @@ def armijo_backtracking(
     shrink: float = 0.5,
     sufficient_decrease: float = 1e-4,
     max_tries: int = 10,
+    early_exit: bool = True,
 ) -> LineSearchResult:
     """Largest :math:`\\alpha = \\alpha_0 s^i,\\ i < n` with sufficient decrease.
 
@@ -63,6 +64,10 @@ def armijo_backtracking(
         :math:`c \\in (0, 1)`.
     max_tries : int
         Largest number of loss evaluations, ``>= 1``.
+    early_exit : bool
+        Stop at the first success (a ``scan`` with ``until``). False evaluates all
+        ``max_tries`` step sizes and picks the first success, for backends without
+        early exit (PyTensor's JAX backend); the result is the same, ``tries`` included.
 
     Returns
     -------
@@ -89,15 +94,19 @@ def armijo_backtracking(
 
     def attempt(step_size, *inner_invariants):
         trial_loss, satisfied = body([step_size], list(inner_invariants))
-        return [step_size, trial_loss, satisfied], until(satisfied)
+        outputs = [step_size, trial_loss, satisfied]
+        return (outputs, until(satisfied)) if early_exit else outputs
 
     step_sizes, losses, satisfied = pytensor.scan(
         attempt, sequences=[candidates], non_sequences=invariants, return_list=True,
         return_updates=False,
     )
+    # The first success, else the last try (with early exit, the trace ends there).
+    last = step_sizes.shape[0] - 1
+    chosen = pt.switch(pt.any(satisfied), pt.argmax(satisfied), last)
     return LineSearchResult(
-        step_size=step_sizes[-1],
-        loss=losses[-1],
-        tries=pt.cast(step_sizes.shape[0], "int64"),
-        success=satisfied[-1],
+        step_size=step_sizes[chosen],
+        loss=losses[chosen],
+        tries=pt.cast(chosen + 1, "int64"),
+        success=satisfied[chosen],
     )

