@@ -1,9 +1,18 @@
 """Micro-benchmark: time of a gradient, a G v, SGD/Adam steps and SGN steps, as ratios.
 
-All functions of one model are timed in interleaved rounds (same load for each), and
-each figure is reported as a median and as a ratio to the gradient's median.
+For each compile mode and model, all functions are timed in interleaved rounds (same
+load for each) and every figure is reported as a median and as a ratio to the
+gradient's median; also the compile time of each function (first call included: JIT
+backends compile there) and, in the C and Python-linker modes, the peak memory of one
+call (numpy buffers, traced by ``tracemalloc``). SGN steps restore the optimizer state before each
+call, so every call does the same work (k CG iterations from the same point).
 
-    python benchmarks/bench_steps.py [--mode C] [--rounds 7] [--output results/bench_steps.json]
+With ``--yardsticks`` the JAX and PyTorch SGN of ``../shared/yardsticks`` run their
+``--mode bench`` on the same models between the rounds (same load), and the table gives
+sgn_theano / yardstick for each figure.
+
+    python benchmarks/bench_steps.py [--modes C NUMBA JAX] [--models a b lenet]
+                                     [--yardsticks] [--output results/bench_steps.json]
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
+import tracemalloc
 
 import numpy as np
 import pytensor
@@ -31,21 +43,29 @@ MODELS = {
     "lenet-shifted": ("LeNet-5 relu, shifted-sum convolution",
                       lambda x: lenet5(x, seed=0, conv_method="shifted")),
 }
-FIGURES = ("gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
-           "SGN k=3 (trust region + line search)", "SGN k=10 (fixed)",
-           "SGN k=10 (trust region + line search)")
+CG_ITERATIONS = (3, 5, 10)
+FIGURES = ("gradient", "G v", "SGD step", "Adam step", *(
+    f"SGN k={k} ({kind})" for k in CG_ITERATIONS
+    for kind in ("fixed", "line search + trust region")))
+#: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
+YARDSTICK_FIGURES = {"grad": "gradient", "gv": "G v", "sgd_step": "SGD step",
+                     "adam_step": "Adam step",
+                     **{f"sgn_k{k}": f"SGN k={k} (fixed)" for k in CG_ITERATIONS}}
+#: Modes whose buffers are numpy arrays, which tracemalloc sees (NUMBA and JAX allocate
+#: their own).
+TRACED_MODES = ("C", "FAST_RUN", "FAST_COMPILE")
+YARDSTICKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                          "shared", "yardsticks")
 
 
 def build(model: str, mode, batch: int, figures=FIGURES):
-    """Compiled callables of one model, each taking no argument; their compile times
-    (first call included: JIT backends compile there); and, for SGN, the CG iterations
-    each call ran (CG stops early once the residual vanishes, e.g. when repeated steps on
-    one batch have fitted it, so the timings are read together with them)."""
+    """Compiled callables of one model, each taking no argument; their compile times;
+    their peak traced memory; and, for SGN, the CG iterations each call ran."""
     _, builder = MODELS[model]
     rng = np.random.default_rng(0)
     xb = rng.random((batch, 784), dtype=np.float32)
     yb = rng.integers(0, 10, batch).astype(np.int32)
-    functions, compile_s, cg_iterations = {}, {}, {}
+    functions, compile_s, peak_bytes, cg_iterations = {}, {}, {}, {}
 
     def add(name, make):
         """Build a fresh model, let ``make`` compile a callable on it, and time that."""
@@ -58,79 +78,149 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         call = make(x, y, logits, params, loss)
         call()
         compile_s[name] = time.perf_counter() - started
+        tracemalloc.start()
+        call()
+        peak_bytes[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         functions[name] = call
 
     def compiled(x, y, outputs, updates=None):
         function = pytensor.function([x, y], outputs, updates=updates, mode=mode)
         return lambda: function(xb, yb)
 
-    def sgn_step(x, y, logits, params, loss, label, k, step_control):
+    def sgn_step(x, y, logits, params, loss, label, k, line_search):
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k, cg_tol=0.0,
-                        trust_region=step_control, line_search=step_control, mode=mode)
+                        trust_region=line_search, line_search=line_search, mode=mode)
+        start = optimizer.state_dict()
         iterations = cg_iterations.setdefault(label, [])
-        return lambda: iterations.append(optimizer.step(xb, yb).cg_iterations)
+
+        def call():
+            optimizer.load_state_dict(start)  # the same work on every call
+            iterations.append(optimizer.step(xb, yb).cg_iterations)
+        return call
 
     add("gradient", lambda x, y, z, p, loss: compiled(x, y, [loss, *pytensor.grad(loss, p)]))
     add("gradient + G v", lambda x, y, z, p, loss: compiled(
         x, y, [loss, *gauss_newton_product(loss, z, p, pytensor.grad(loss, p))]))
     add("SGD step", lambda x, y, z, p, loss: compiled(x, y, loss, sgd(loss, p, 0.1)))
     add("Adam step", lambda x, y, z, p, loss: compiled(x, y, loss, adam(loss, p, 1e-3)))
-    for k in (3, 10):
-        for step_control in (False, True):
-            label = f"SGN k={k}" + (" (trust region + line search)" if step_control
-                                    else " (fixed)")
-            add(label, lambda *model, label=label, k=k, step_control=step_control: sgn_step(
-                *model, label, k, step_control))
-    return functions, compile_s, cg_iterations
+    for k in CG_ITERATIONS:
+        for line_search in (False, True):
+            label = f"SGN k={k} ({'line search + trust region' if line_search else 'fixed'})"
+            add(label, lambda *model, label=label, k=k, line_search=line_search: sgn_step(
+                *model, label, k, line_search))
+    return functions, compile_s, peak_bytes, cg_iterations
 
 
-def interleaved_medians(functions: dict, rounds: int, calls: int) -> dict:
-    samples = {name: [] for name in functions}
+def timed_rounds(functions: dict, rounds: int, calls: int, samples: dict) -> None:
+    """Append ``rounds`` interleaved per-call times of every function to ``samples``."""
     for _ in range(rounds):
         for name, call in functions.items():
             started = time.perf_counter()
             for _ in range(calls):
                 call()
-            samples[name].append((time.perf_counter() - started) / calls)
-    return {name: float(np.median(times)) for name, times in samples.items()}
+            samples.setdefault(name, []).append((time.perf_counter() - started) / calls)
+
+
+def run_yardstick(python: str, script: str, model: str, batch: int) -> dict:
+    """One ``--mode bench`` run of a yardstick; its medians in seconds, by our names."""
+    completed = subprocess.run(
+        [python, os.path.join(YARDSTICKS, script), "--mode", "bench", "--model", model,
+         "--batch-size", str(batch), "--bench-rounds", "5"],
+        capture_output=True, text=True, timeout=900, cwd=YARDSTICKS)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{completed.stderr[-2000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {ours: result["median_ms"][theirs] / 1e3
+            for theirs, ours in YARDSTICK_FIGURES.items() if theirs in result["median_ms"]}
+
+
+def bench_model(model, mode, mode_name, args) -> dict:
+    functions, compile_s, peak_bytes, cg_iterations = build(
+        model, mode, args.batch_size, {"gradient", *args.figures})
+    samples: dict[str, list] = {}
+    yardsticks: dict[str, list] = {}
+    chunks = args.yardstick_repeats if args.yardsticks and model in ("a", "b") else 1
+    for chunk in range(chunks):
+        timed_rounds(functions, max(1, args.rounds // chunks), args.calls, samples)
+        if args.yardsticks and model in ("a", "b"):
+            for name, script in (("jax", "sgn_jax.py"), ("torch", "sgn_torch.py")):
+                measured = run_yardstick(args.yardstick_python, script, model, args.batch_size)
+                for figure, seconds in measured.items():
+                    yardsticks.setdefault(name, {}).setdefault(figure, []).append(seconds)
+    if "gradient + G v" in samples:
+        samples["G v"] = [both - gradient for both, gradient in
+                          zip(samples.pop("gradient + G v"), samples["gradient"])]
+        compile_s["G v"] = compile_s.pop("gradient + G v")
+        peak_bytes["G v"] = peak_bytes.pop("gradient + G v")
+    medians = {name: float(np.median(times)) for name, times in samples.items()}
+    ratios = {name: float(np.median([t / g for t, g in zip(times, samples["gradient"])]))
+              for name, times in samples.items()}
+    report = {"median_s": medians, "ratio_to_gradient": ratios, "compile_s": compile_s,
+              "mean_cg_iterations": {name: float(np.mean(counts))
+                                     for name, counts in cg_iterations.items()}}
+    if mode_name in TRACED_MODES:
+        report["peak_bytes"] = peak_bytes
+        report["peak_to_gradient"] = {name: peak / peak_bytes["gradient"]
+                                      for name, peak in peak_bytes.items()}
+    for name, figures in yardsticks.items():
+        report[f"{name}_median_s"] = {figure: float(np.median(times))
+                                      for figure, times in figures.items()}
+    return report
+
+
+def print_report(model: str, mode_name: str, batch: int, report: dict) -> None:
+    print(f"\nmodel {model}: {MODELS[model][0]}, batch {batch}, float32, mode {mode_name}")
+    columns = ["median ms", "/ gradient", "compile s", "CG iters"]
+    if "peak_bytes" in report:
+        columns += ["peak MB", "peak / grad"]
+    others = [name for name in ("jax", "torch") if f"{name}_median_s" in report]
+    columns += [f"/ {name}" for name in others]
+    print(f"{'figure':<38}" + "".join(f"{column:>12}" for column in columns))
+    for name, seconds in report["median_s"].items():
+        cells = [f"{seconds * 1e3:.2f}", f"{report['ratio_to_gradient'][name]:.2f}",
+                 f"{report['compile_s'][name]:.1f}",
+                 f"{report['mean_cg_iterations'].get(name, float('nan')):.1f}"
+                 if name in report["mean_cg_iterations"] else ""]
+        if "peak_bytes" in report:
+            cells += [f"{report['peak_bytes'][name] / 1e6:.1f}",
+                      f"{report['peak_to_gradient'][name]:.2f}"]
+        for other in others:
+            theirs = report[f"{other}_median_s"].get(name)
+            cells.append(f"{seconds / theirs:.2f}" if theirs else "")
+        print(f"{name:<38}" + "".join(f"{cell:>12}" for cell in cells))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=MODES, default=None)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                        help="compile modes (default: the library's default mode)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["a", "b"])
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=5, help="calls per round and function")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=3, help="calls per round and function")
     parser.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
                         help="what to time (the gradient is always timed)")
+    parser.add_argument("--yardsticks", action="store_true",
+                        help="run the JAX and PyTorch yardsticks between rounds (models a, b)")
+    parser.add_argument("--yardstick-python", default=os.path.join(
+        ".venv-yardsticks", "bin", "python"), help="a python with jax and torch installed")
+    parser.add_argument("--yardstick-repeats", type=int, default=3,
+                        help="yardstick runs per model, spread between our rounds")
     parser.add_argument("--output", default="results/bench_steps.json")
     args = parser.parse_args()
-    mode_name = args.mode or default_mode_name()
-    mode = compile_mode(mode_name)
-    report = {"mode": mode_name, "batch_size": args.batch_size, "cpus": os.cpu_count(),
-              "date": time.strftime("%Y-%m-%d"), "models": {}}
-    for model in args.models:
-        functions, compile_s, cg_iterations = build(model, mode, args.batch_size,
-                                                    {"gradient", *args.figures})
-        medians = interleaved_medians(functions, args.rounds, args.calls)
-        if "gradient + G v" in medians:
-            medians["G v"] = medians.pop("gradient + G v") - medians["gradient"]
-            compile_s["G v"] = compile_s.pop("gradient + G v")
-        gradient = medians["gradient"]
-        print(f"\nmodel {model}: {MODELS[model][0]}, batch {args.batch_size}, float32, "
-              f"mode {mode_name}")
-        mean_iterations = {name: float(np.mean(counts)) for name, counts in cg_iterations.items()}
-        print(f"{'figure':<42} {'median ms':>10} {'/ gradient':>11} {'compile s':>10} "
-              f"{'CG iters':>9}")
-        for name, seconds in medians.items():
-            iterations = f"{mean_iterations[name]:.1f}" if name in mean_iterations else ""
-            print(f"{name:<42} {seconds * 1e3:>10.2f} {seconds / gradient:>11.2f} "
-                  f"{compile_s[name]:>10.1f} {iterations:>9}")
-        report["models"][model] = {"median_s": medians, "compile_s": compile_s,
-                                   "mean_cg_iterations": mean_iterations,
-                                   "ratio_to_gradient": {n: s / gradient
-                                                         for n, s in medians.items()}}
+    if args.yardsticks and not os.path.exists(args.yardstick_python):
+        sys.exit(f"--yardsticks: {args.yardstick_python} not found; set up the yardsticks "
+                 f"as in {os.path.normpath(YARDSTICKS)}/README.md or pass --yardstick-python")
+    report = {"batch_size": args.batch_size, "cpus": os.cpu_count(),
+              "date": time.strftime("%Y-%m-%d"), "modes": {}}
+    for mode_name in args.modes or [default_mode_name()]:
+        mode = compile_mode(mode_name)
+        report["modes"][mode_name] = {}
+        for model in args.models:
+            model_report = bench_model(model, mode, mode_name, args)
+            report["modes"][mode_name][model] = model_report
+            print_report(model, mode_name, args.batch_size, model_report)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as stream:
         json.dump(report, stream, indent=1)

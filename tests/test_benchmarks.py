@@ -12,17 +12,20 @@ def test_bench_steps_writes_every_figure(tmp_path):
     output = tmp_path / "bench.json"
     completed = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench_steps.py"), "--models", "a",
-         "--batch-size", "20", "--rounds", "1", "--calls", "1", "--mode", "FAST_COMPILE",
+         "--batch-size", "20", "--rounds", "1", "--calls", "1", "--modes", "FAST_COMPILE",
          "--output", str(output)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
-    report = json.loads(output.read_text())["models"]["a"]
+    report = json.loads(output.read_text())["modes"]["FAST_COMPILE"]["a"]
     expected = {"gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
-                "SGN k=10 (trust region + line search)"}
+                "SGN k=5 (fixed)", "SGN k=10 (line search + trust region)"}
     assert expected <= set(report["median_s"]) and set(report["median_s"]) == set(
         report["compile_s"])
     assert report["ratio_to_gradient"]["gradient"] == 1.0
     iterations = report["mean_cg_iterations"]
     assert set(iterations) == {name for name in expected | set(report["median_s"])
                                if name.startswith("SGN")}
-    assert all(0 <= count <= (10 if "k=10" in name else 3) for name, count in iterations.items())
+    limits = {"k=3": 3, "k=5": 5, "k=10": 10}
+    assert all(0 < count <= limits[name.split()[1]] for name, count in iterations.items())
+    assert set(report["peak_bytes"]) == set(report["median_s"])
+    assert report["peak_bytes"]["gradient"] > 0
     assert "G v" in completed.stdout

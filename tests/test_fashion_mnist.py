@@ -35,7 +35,7 @@ def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
 
 @pytest.mark.slow
 def test_soak_10000_sgn_steps():
-    """10,000 default SGN steps (k = 3, batch 100) on a 784-32-10 tanh MLP: no exception,
+    """10,000 default SGN steps (k = 3, batch 1000) on a 784-32-10 tanh MLP: no exception,
     finite parameters, damping inside its bounds, and a model that learned. Prints the
     figures recorded in the README."""
     mode = compile_mode("C")
@@ -55,13 +55,13 @@ def test_soak_10000_sgn_steps():
             rejected += not info.accepted
             return info
 
-    result = train(Recorder(), evaluate, (x_train, y_train), batch_size=100, max_steps=10_000,
+    result = train(Recorder(), evaluate, (x_train, y_train), batch_size=1000, max_steps=10_000,
                    checkpoints=[1000, 5000], progress=False)
     assert result.steps == 10_000 and not result.diverged
     assert all(np.isfinite(p.get_value()).all() for p in params)
-    assert 1e-6 <= min(dampings) and max(dampings) <= 1e6
+    assert np.float32(1e-6) <= min(dampings) and max(dampings) <= np.float32(1e6)
     accuracy = result.history[-1].test_accuracy
-    assert accuracy >= 0.84, accuracy
+    assert accuracy >= 0.85, accuracy
     print(f"\nsoak: {result.steps} steps in {result.train_time:.1f} s of steps, "
           f"{rejected} rejected, damping {min(dampings):.2e}..{max(dampings):.2e}, "
           f"test accuracy {[round(p.test_accuracy, 4) for p in result.history]} at steps "
