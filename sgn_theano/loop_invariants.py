@@ -16,6 +16,9 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import toposort
+from pytensor.scalar import ScalarType
+from pytensor.tensor.basic import scalar_from_tensor, tensor_from_scalar
+from pytensor.tensor.type import TensorType
 
 __all__ = ["hoist_loop_invariants"]
 
@@ -39,20 +42,27 @@ def hoist_loop_invariants(
         ``body(state, invariants) -> operator(state)``, rebuilt on the inner variables
         ``scan`` passes in.
     invariants : list of Variable
-        The outer variables to pass to ``scan`` as non-sequences.
+        The outer variables to pass to ``scan`` as non-sequences (tensors: a scalar
+        index, as slicing makes, travels as a 0-d tensor and is unwrapped inside).
     """
     placeholders = [block.type() for block in like]
     results = operator(placeholders)
     variant = set(placeholders)
-    invariants: list[Variable] = []
-    hoisted: set[Variable] = set()
+    hoisted: list[Variable] = []  # the variables of the body that are cut off
+    invariants: list[Variable] = []  # what scan is handed for each
 
     def hoist(variable):
-        if variable not in variant and variable not in hoisted and not isinstance(
+        if variable in variant or variable in hoisted or isinstance(
             variable, (Constant, SharedVariable)
         ):
+            return
+        if isinstance(variable.type, ScalarType):
+            invariants.append(tensor_from_scalar(variable))
+        elif isinstance(variable.type, TensorType):
             invariants.append(variable)
-            hoisted.add(variable)
+        else:  # other kinds stay in the body (scan recomputes them)
+            return
+        hoisted.append(variable)
 
     for node in toposort(results):
         if any(inp in variant for inp in node.inputs):
@@ -64,7 +74,9 @@ def hoist_loop_invariants(
 
     def body(vectors: Blocks, inner_invariants: Blocks) -> Blocks:
         replace = dict(zip(placeholders, vectors))
-        replace.update(zip(invariants, inner_invariants))
+        for variable, inner in zip(hoisted, inner_invariants):
+            scalar = isinstance(variable.type, ScalarType)
+            replace[variable] = scalar_from_tensor(inner) if scalar else inner
         return graph_replace(results, replace=replace)
 
     return body, invariants

@@ -6,7 +6,7 @@ import pytensor.tensor as pt
 import pytest
 from conftest import TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
 
-from sgn_theano import gauss_newton_product, softmax_cross_entropy
+from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
 from sgn_theano.layers import conv2d, max_pool2d
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, lenet5, vgg_small
 
@@ -115,3 +115,21 @@ def test_errors_name_the_problem():
         cnn(x, (8, 8), [("dense", 2)])
     with pytest.raises(ValueError, match="`size` must be >= 1"):
         max_pool2d(x, 0)
+
+
+def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution():
+    # The CG loop body slices the images with symbolic bounds: scalar loop invariants
+    # that must be handed to the loop as tensors (a regression test).
+    x, y = pt.tensor4("x", dtype="float64"), pt.ivector("y")
+    outputs, params = cnn(x, (5, 5, 1), [("conv", 2, 3, 2, 1), ("pool", 3), ("dense", 3)],
+                          activation="tanh", seed=6, dtype="float64")
+    loss = softmax_cross_entropy(outputs, y)
+    rng = np.random.default_rng(4)
+    batch = (rng.standard_normal((4, 5, 5, 1)), np.array([0, 1, 2, 0], np.int32))
+    matrix, gradient = dense_gauss_newton(loss, outputs, params, [x, y])(*batch)
+    expected = -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
+    before = flatten(p.get_value() for p in params)
+    SGN(loss, params, outputs, [x, y], max_cg_iters=40, cg_tol=0.0, damping=0.1,
+        trust_region=False, line_search=False, mode=TEST_MODE).step(*batch)
+    np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
+                               rtol=1e-7, atol=1e-10)
