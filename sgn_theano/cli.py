@@ -29,7 +29,7 @@ import pytensor.tensor as pt
 
 from sgn_theano import data
 from sgn_theano.losses import softmax_cross_entropy, squared_error
-from sgn_theano.models import cnn, lenet5, mlp, vgg_small
+from sgn_theano.models import lenet5, mlp, vgg_small
 from sgn_theano.modes import MODES, compile_mode, default_mode_name
 from sgn_theano.optimizer import SGN
 from sgn_theano.train import FirstOrder, TrainResult, make_evaluator, train
@@ -228,7 +228,6 @@ def _apply_defaults(args) -> None:
     if args.epochs is None and args.time_budget is None:
         args.time_budget = 100.0
     args.optimizers = [setting for grid in args.optimizers for setting in grid]
-    args.batch_size_given = args.batch_size
     args.batch_size = batch if args.batch_size is None else args.batch_size
 
 

@@ -17,13 +17,19 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                                 reason="Debian package dataset-fashion-mnist not installed")
 
 
+def default_sgn(sizes, activation, mode):
+    """A default SGN (k = 3) on an MLP over Fashion-MNIST's inputs."""
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+    logits, params = mlp(x, sizes, activation=activation, seed=0)
+    loss = softmax_cross_entropy(logits, y)
+    optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
+    return optimizer, (x, y, logits, loss, params)
+
+
 def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
     mode = compile_mode("C")
     x_train, y_train, x_test, y_test = load_fashion_mnist()
-    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
-    logits, params = mlp(x, [784, 64, 10], activation="relu", seed=0)
-    loss = softmax_cross_entropy(logits, y)
-    optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
+    optimizer, (x, y, logits, loss, params) = default_sgn([784, 64, 10], "relu", mode)
     batches = minibatches((x_train, y_train), 1000, seed=0)
     infos = [optimizer.step(*next(batches)) for _ in range(60)]
     predict = pytensor.function([x], pt.argmax(logits, axis=1), mode=mode)
@@ -40,10 +46,7 @@ def test_soak_10000_sgn_steps():
     figures recorded in the README."""
     mode = compile_mode("C")
     x_train, y_train, x_test, y_test = load_fashion_mnist()
-    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
-    logits, params = mlp(x, [784, 32, 10], activation="tanh", seed=0)
-    loss = softmax_cross_entropy(logits, y)
-    optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
+    optimizer, (x, y, logits, loss, params) = default_sgn([784, 32, 10], "tanh", mode)
     evaluate = make_evaluator([x, y], logits, loss, x_test, y_test, mode=mode)
     dampings, rejected = [], 0
 
