@@ -209,6 +209,7 @@ def main():
                         help="yardstick runs per model, spread between our rounds")
     parser.add_argument("--output", default="results/bench_steps.json")
     args = parser.parse_args()
+    args.yardstick_python = os.path.abspath(args.yardstick_python)
     if args.yardsticks and not os.path.exists(args.yardstick_python):
         sys.exit(f"--yardsticks: {args.yardstick_python} not found; set up the yardsticks "
                  f"as in {os.path.normpath(YARDSTICKS)}/README.md or pass --yardstick-python")

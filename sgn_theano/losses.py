@@ -53,7 +53,11 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
     in_range = pt.all((labels >= 0) & (labels < logits.shape[1]))
     labels = CheckAndRaise(ValueError, LABELS_OUT_OF_RANGE)(labels, in_range)
     log_probabilities = pt.special.log_softmax(logits, axis=1)
-    picked = log_probabilities[pt.arange(labels.shape[0]), labels]
+    # int64 bounds: PyTensor's JAX backend hands int8 constants to jnp.arange, which
+    # overflows for batches over 127 under numpy 2.
+    zero, one = pt.constant(0, dtype="int64"), pt.constant(1, dtype="int64")
+    rows = pt.arange(zero, pt.cast(labels.shape[0], "int64"), one)
+    picked = log_probabilities[rows, labels]
     loss = -pt.mean(picked)
     probabilities = pt.exp(log_probabilities)
     batch = _batch_size(logits)

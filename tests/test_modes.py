@@ -4,11 +4,13 @@ and JAX where it is installed. Each compiles a real rewritten graph."""
 import importlib.util
 
 import numpy as np
+import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
 from conftest import flatten
-from sgn_theano import SGN
+from sgn_theano import SGN, softmax_cross_entropy
+from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
 
 BACKENDS = [
@@ -47,3 +49,16 @@ def test_exact_step_in_each_backend(mode_name):
 def test_unknown_mode_name():
     with pytest.raises(ValueError, match="Unknown mode 'GPU'"):
         compile_mode("GPU")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_mode_with_a_batch_over_127_rows():
+    # PyTensor's JAX backend once handed int8 bounds to jnp.arange (the loss's row index),
+    # which overflowed for batches of 128 rows and more.
+    x, y = pt.matrix("x"), pt.ivector("y")
+    logits, params = mlp(x, [3, 4, 3], seed=0)
+    loss = softmax_cross_entropy(logits, y)
+    rng = np.random.default_rng(0)
+    batch = (rng.standard_normal((300, 3)), rng.integers(0, 3, 300).astype(np.int32))
+    info = SGN(loss, params, logits, [x, y], mode="JAX").step(*batch)
+    assert info.accepted and info.loss_after < info.loss
