@@ -268,7 +268,9 @@ class SGN:
         costs one more :math:`G v` per step and, measured on Fashion-MNIST (batch 1000,
         a fresh batch each step), did not pay for it.
     mode : str or pytensor Mode, optional
-        PyTensor compile mode (default: PyTensor's default, e.g. ``"NUMBA"``).
+        Compile mode: a name of :data:`sgn_theano.modes.MODES` (``"C"``, ``"NUMBA"``,
+        ``"JAX"``...) or any PyTensor mode. Default: ``"C"`` linked to OpenBLAS where
+        it is found (the fastest to compile, as fast to run), else ``"NUMBA"``.
     """
 
     def __init__(

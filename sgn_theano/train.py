@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from sgn_theano.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
+from sgn_theano.validation import check_mode
 
 __all__ = ["Checkpoint", "FirstOrder", "Optimizer", "TrainResult", "make_evaluator", "train"]
 
@@ -89,6 +90,7 @@ def make_evaluator(
     (regression), ``test_accuracy`` is nan. The set is evaluated in chunks of
     ``chunk_size`` rows (memory stays bounded) and the results are weighted by chunk size.
     """
+    mode = check_mode(mode)
     measured = [loss]
     if accuracy:
         measured.append(pt.sum(pt.eq(pt.argmax(outputs, axis=1), inputs[1])))
@@ -117,7 +119,8 @@ class FirstOrder:
     def __init__(self, inputs: Sequence[TensorVariable], loss: TensorVariable, updates, *,
                  mode=None):
         self._variables = list(updates)
-        self._function = pytensor.function(list(inputs), loss, updates=updates, mode=mode)
+        self._function = pytensor.function(list(inputs), loss, updates=updates,
+                                           mode=check_mode(mode))
 
     def step(self, *batch) -> float:
         return float(self._function(*batch))

@@ -153,8 +153,17 @@ def check_integer(name: str, value, *, low: int) -> int:
 
 
 def check_mode(mode):
-    """Resolve a PyTensor compile mode, or raise ``ValueError`` naming the bad one."""
+    """Resolve a compile mode, or raise ``ValueError`` naming the bad one.
+
+    ``None`` and the names of :data:`sgn_theano.modes.MODES` go through
+    :func:`sgn_theano.modes.compile_mode` (``None``: C linked to OpenBLAS where it is
+    found, else NUMBA); anything else is handed to PyTensor.
+    """
+    from sgn_theano.modes import MODES, compile_mode
+
     try:
+        if mode is None or isinstance(mode, str) and mode in MODES:
+            return pytensor.compile.mode.get_mode(compile_mode(mode))
         return pytensor.compile.mode.get_mode(mode)
     except Exception as error:  # pytensor raises several kinds for unknown names
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
