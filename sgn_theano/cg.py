@@ -24,6 +24,9 @@ from sgn_theano.validation import check_float, check_integer, check_matching_blo
 
 __all__ = ["CGResult", "conjugate_gradient", "dot"]
 
+#: Smallest window of Martens' relative-progress rule (it acts after more iterations).
+PROGRESS_WINDOW = 10
+
 Blocks = list[TensorVariable]
 
 
@@ -136,6 +139,8 @@ def conjugate_gradient(
     x0 = None if x0 is None else [pt.as_tensor_variable(block) for block in x0]
     _validate(b, x0, max_iters, tol)
     check_float("progress_tol", progress_tol, low=0.0)
+    if max_iters <= PROGRESS_WINDOW:  # the rule cannot act: do not pay for its bookkeeping
+        progress_tol = 0.0
     dtype = b[0].dtype
     tol = pt.cast(tol, dtype)
     precondition = preconditioner if preconditioner is not None else (lambda r: r)
@@ -177,7 +182,7 @@ def conjugate_gradient(
         (values,) = state[3 * n + 4 :]
         value = model_value(x, r)
         values = pt.set_subtensor(values[count], value)
-        window = pt.maximum(10, count // 10)
+        window = pt.maximum(PROGRESS_WINDOW, count // 10)
         earlier = values[pt.maximum(count - window, 0)]
         stalled = ((count > window) & (value < zero)
                    & ((value - earlier) / pt.switch(value < zero, value, -1)
