@@ -40,8 +40,13 @@ class CGResult(NamedTuple):
 
 
 def dot(a: Sequence[TensorVariable], b: Sequence[TensorVariable]) -> TensorVariable:
-    """Inner product of two block vectors, :math:`\\sum_i \\langle a_i, b_i \\rangle`."""
-    return pt.add(*[pt.sum(ai * bi) for ai, bi in zip(a, b)])
+    """Inner product of two block vectors, :math:`\\sum_i \\langle a_i, b_i \\rangle`.
+
+    One BLAS dot per block (no temporary product array), in the blocks' dtype: a
+    ``sum`` of float32 would accumulate in float64, which PyTensor's JAX backend returns
+    as float64 and so breaks float32 loops there.
+    """
+    return pt.add(*[pt.dot(ai.ravel(), bi.ravel()) for ai, bi in zip(a, b)])
 
 
 def _validate(b: Blocks, x0: Blocks | None, max_iters: int, tol):

@@ -15,7 +15,13 @@ import warnings
 import pytensor
 from pytensor.compile.mode import Mode
 
-__all__ = ["MODES", "compile_mode", "default_mode_name", "loops_can_exit_early"]
+__all__ = [
+    "MODES",
+    "compile_mode",
+    "default_mode_name",
+    "fix_jax_reductions",
+    "loops_can_exit_early",
+]
 
 MODES = ("C", "NUMBA", "JAX", "FAST_RUN", "FAST_COMPILE")
 
@@ -58,6 +64,8 @@ def compile_mode(name: str | None):
                              "(`apt-get install libopenblas-dev`) or set "
                              "PYTENSOR_FLAGS=blas__ldflags=...")
         return Mode(linker="cvm")
+    if name == "JAX":
+        fix_jax_reductions()
     return name
 
 
@@ -68,3 +76,34 @@ def loops_can_exit_early(mode) -> bool:
     from pytensor.link.jax.linker import JAXLinker
 
     return not isinstance(get_mode(mode).linker, JAXLinker)
+
+
+_JAX_REDUCTIONS_FIXED = False
+
+
+def fix_jax_reductions() -> None:
+    """Make PyTensor's JAX reductions return their output dtype (idempotent).
+
+    PyTensor 3.0.7 translates a reduction (``Sum``, ``Max``...) to JAX in its
+    *accumulator* dtype: a float32 ``sum`` accumulates, and comes back, in float64. A
+    float32 ``scan`` then fails in JAX (its loop carry changes dtype), as does any
+    float32 SGN step. This re-registers the translation with a cast to the dtype
+    PyTensor's graph says the result has; :func:`sgn_theano.validation.check_mode`
+    calls it for every JAX mode.
+    """
+    global _JAX_REDUCTIONS_FIXED
+    if _JAX_REDUCTIONS_FIXED:
+        return
+    from pytensor.link.jax.dispatch import jax_funcify
+    from pytensor.link.jax.dispatch.elemwise import jax_funcify_CAReduce
+    from pytensor.tensor.elemwise import CAReduce
+
+    @jax_funcify.register(CAReduce)
+    def reduce_in_output_dtype(op, node=None, **kwargs):
+        reduce = jax_funcify_CAReduce(op, node=node, **kwargs)
+        if node is None:
+            return reduce
+        dtype = node.outputs[0].dtype
+        return lambda x: reduce(x).astype(dtype)
+
+    _JAX_REDUCTIONS_FIXED = True

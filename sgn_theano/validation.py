@@ -159,14 +159,17 @@ def check_mode(mode):
     :func:`sgn_theano.modes.compile_mode` (``None``: C linked to OpenBLAS where it is
     found, else NUMBA); anything else is handed to PyTensor.
     """
-    from sgn_theano.modes import MODES, compile_mode
+    from sgn_theano.modes import MODES, compile_mode, fix_jax_reductions, loops_can_exit_early
 
     try:
         if mode is None or isinstance(mode, str) and mode in MODES:
-            return pytensor.compile.mode.get_mode(compile_mode(mode))
-        return pytensor.compile.mode.get_mode(mode)
+            mode = compile_mode(mode)
+        resolved = pytensor.compile.mode.get_mode(mode)
     except Exception as error:  # pytensor raises several kinds for unknown names
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
+    if not loops_can_exit_early(resolved):  # the JAX backend
+        fix_jax_reductions()
+    return resolved
 
 
 def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.ndarray]:

@@ -194,9 +194,9 @@ def test_relative_progress_rule_stops_where_martens_rule_says():
     x, iterations, _ = compile_solver(max_iters=200, progress_tol=5e-4)(a, b, shapes=LARGE_SHAPES)
     assert iterations == expected_iterations
     # After tens of iterations at condition 1e4 rounding makes the iterates drift apart
-    # (1e-2 relative), while the quadratic models they reach agree to 1e-5.
+    # (1e-2 relative), while the quadratic models they reach agree to 1e-4.
     model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
-    assert model(x) == pytest.approx(model(expected_x), rel=1e-5)
+    assert model(x) == pytest.approx(model(expected_x), rel=1e-4)
     _, without_rule, _ = compile_solver(max_iters=200)(a, b, shapes=LARGE_SHAPES)
     assert without_rule > iterations
 

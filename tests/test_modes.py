@@ -52,13 +52,15 @@ def test_unknown_mode_name():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_jax_mode_with_a_batch_over_127_rows():
-    # PyTensor's JAX backend once handed int8 bounds to jnp.arange (the loss's row index),
-    # which overflowed for batches of 128 rows and more.
-    x, y = pt.matrix("x"), pt.ivector("y")
+def test_jax_mode_in_float32_with_a_batch_over_127_rows():
+    # Two PyTensor JAX-backend traps: int8 bounds handed to jnp.arange (the loss's row
+    # index) overflowed for batches of 128 rows and more; and float32 sums came back in
+    # float64, which broke the float32 CG loop (see sgn_theano.modes.fix_jax_reductions).
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
     logits, params = mlp(x, [3, 4, 3], seed=0)
     loss = softmax_cross_entropy(logits, y)
     rng = np.random.default_rng(0)
-    batch = (rng.standard_normal((300, 3)), rng.integers(0, 3, 300).astype(np.int32))
+    batch = (rng.standard_normal((300, 3)).astype(np.float32),
+             rng.integers(0, 3, 300).astype(np.int32))
     info = SGN(loss, params, logits, [x, y], mode="JAX").step(*batch)
     assert info.accepted and info.loss_after < info.loss
