@@ -85,8 +85,10 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         functions[name] = call
 
     def compiled(x, y, outputs, updates=None):
+        outputs = outputs if isinstance(outputs, list) else [outputs]
         function = pytensor.function([x, y], outputs, updates=updates, mode=mode)
-        return lambda: function(xb, yb)
+        # np.asarray waits for the result: JAX returns before it has computed it
+        return lambda: [np.asarray(output) for output in function(xb, yb)]
 
     def sgn_step(x, y, logits, params, loss, label, k, line_search):
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k, cg_tol=0.0,
