@@ -183,7 +183,7 @@ def conjugate_gradient(
         count = count + pt.cast(active, "int64")
         stop = pt.invert(active) | (next_norm <= tol)
         if not progress_tol:
-            return [*x, *r, *p, rz_next, next_norm, count, stop, stop]
+            return [*x, *r, *p, rz_next, next_norm, count, stop]
         (values,) = state[3 * n + 4 :]
         value = model_value(x, r)
         values = pt.set_subtensor(values[count], value)
@@ -192,7 +192,7 @@ def conjugate_gradient(
         stalled = ((count > window) & (value < zero)
                    & ((value - earlier) / pt.switch(value < zero, value, -1)
                       < pt.cast(window, dtype) * pt.constant(progress_tol, dtype=dtype)))
-        return [*x, *r, *p, rz_next, next_norm, count, stop | stalled, values, stop | stalled]
+        return [*x, *r, *p, rz_next, next_norm, count, stop | stalled, values]
 
     outputs_info = [
         *x_start,
@@ -211,8 +211,9 @@ def conjugate_gradient(
     n_state = len(outputs_info)
 
     def scan_step(*arguments):
-        *state, stop = body(list(arguments[:n_state]), list(arguments[n_state:]))
-        return (state, until(stop)) if early_exit else state
+        state = body(list(arguments[:n_state]), list(arguments[n_state:]))
+        done = state[3 * n + 3]
+        return (state, until(done)) if early_exit else state
 
     trace = pytensor.scan(
         scan_step,

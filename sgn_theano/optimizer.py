@@ -563,18 +563,11 @@ class SGN:
         saved = state["state"]
         if set(saved) != set(self._state):
             raise ValueError(f"`state` holds {sorted(saved)}, expected {sorted(self._state)}.")
+        targets = []
         for role, variables in self._state.items():
             if len(saved[role]) != len(variables):
                 raise ValueError(f"`state['state']['{role}']` has {len(saved[role])} arrays, "
                                  f"expected {len(variables)}: is it from another model?")
-            for i, (variable, value) in enumerate(zip(variables, saved[role])):
-                current = variable.get_value(borrow=True)
-                value = np.asarray(value)
-                if value.shape != current.shape or value.dtype != current.dtype:
-                    raise ValueError(
-                        f"`state['state']['{role}'][{i}]` has shape {value.shape} and dtype "
-                        f"{value.dtype}, expected {current.shape} and {current.dtype}: is it "
-                        "from another model?")
-        for role, variables in self._state.items():
-            for variable, value in zip(variables, saved[role]):
-                variable.set_value(np.array(value, copy=True))
+            targets += [(f"`state['state']['{role}'][{i}]`", variable, value)
+                        for i, (variable, value) in enumerate(zip(variables, saved[role]))]
+        validation.set_checked_values(targets)

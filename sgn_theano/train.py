@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from sgn_theano.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
-from sgn_theano.validation import check_mode
+from sgn_theano.validation import check_mode, set_checked_values
 
 __all__ = ["Checkpoint", "FirstOrder", "Optimizer", "TrainResult", "make_evaluator", "train"]
 
@@ -134,14 +134,9 @@ class FirstOrder:
         if not isinstance(values, list) or len(values) != len(self._variables):
             raise ValueError("`state` is not a state dict of this optimizer: is it from "
                              "another model or update rule?")
-        for variable, value in zip(self._variables, values):
-            current = variable.get_value(borrow=True)
-            if np.shape(value) != current.shape or np.asarray(value).dtype != current.dtype:
-                raise ValueError(f"`state` holds a {np.asarray(value).dtype} array of shape "
-                                 f"{np.shape(value)} for {variable.name or variable}, expected "
-                                 f"{current.dtype} {current.shape}: is it from another model?")
-        for variable, value in zip(self._variables, values):
-            variable.set_value(np.array(value, copy=True))
+        set_checked_values([(f"`state['state'][{i}]` ({variable.name or variable})", variable,
+                             value) for i, (variable, value) in
+                            enumerate(zip(self._variables, values))])
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ __all__ = [
     "check_params",
     "get_or_compute_grads",
     "scalar_hyperparameter",
+    "set_checked_values",
 ]
 
 
@@ -230,3 +231,22 @@ def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]
         raise ValueError(f"`loss` needs inputs that are not in `inputs`: "
                          f"{[variable.name or str(variable) for variable in missing]}.")
     return list(inputs)
+
+
+def set_checked_values(targets: Sequence[tuple[str, SharedVariable, object]]) -> None:
+    """Give each shared variable its value, after checking them all (all or nothing).
+
+    ``targets`` are ``(label, variable, value)``; a value whose shape or dtype differs
+    from the variable's current one raises ``ValueError`` naming ``label``, before any
+    variable is changed. Values are copied.
+    """
+    arrays = []
+    for label, variable, value in targets:
+        current, array = variable.get_value(borrow=True), np.asarray(value)
+        if array.shape != current.shape or array.dtype != current.dtype:
+            raise ValueError(f"{label} has shape {array.shape} and dtype {array.dtype}, "
+                             f"expected {current.shape} and {current.dtype}: is it from "
+                             "another model?")
+        arrays.append(array)
+    for (_, variable, _), array in zip(targets, arrays):
+        variable.set_value(np.array(array, copy=True))

@@ -62,6 +62,11 @@ def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.
     return solve
 
 
+def quadratic_model(a, b):
+    """x -> phi(x) = x^T A x / 2 - b^T x, the function CG minimises."""
+    return lambda x: 0.5 * x @ a @ x - b @ x
+
+
 def spd(rng, n=N, condition=10.0):
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     return q @ np.diag(np.geomspace(1.0, condition, n)) @ q.T
@@ -130,7 +135,7 @@ def test_warm_start_worse_than_zero_is_dropped():
     np.testing.assert_allclose(warm(a, b, -np.linalg.solve(a, b))[0], cold(a, b)[0],
                                rtol=1e-12)
     halfway = 0.5 * np.linalg.solve(a, b)  # phi < 0: kept, and better than cold after 2
-    model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+    model = quadratic_model(a, b)
     assert model(warm(a, b, halfway)[0]) < model(halfway)
 
 
@@ -195,7 +200,7 @@ def test_relative_progress_rule_stops_where_martens_rule_says():
     assert iterations == expected_iterations
     # After tens of iterations at condition 1e4 rounding makes the iterates drift apart
     # (1e-2 relative), while the quadratic models they reach agree to 1e-4.
-    model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+    model = quadratic_model(a, b)
     assert model(x) == pytest.approx(model(expected_x), rel=1e-4)
     _, without_rule, _ = compile_solver(max_iters=200)(a, b, shapes=LARGE_SHAPES)
     assert without_rule > iterations
@@ -235,14 +240,19 @@ block_shapes = st.tuples(
 ).filter(lambda shapes: sum(int(np.prod(shape)) for shape in shapes) > 0)
 
 
+def random_system(shapes, seed, log_condition):
+    """(n, A, b): an SPD A of condition 10^log_condition for an unknown of these blocks."""
+    n = sum(int(np.prod(shape)) for shape in shapes)
+    rng = np.random.default_rng(seed)
+    return n, spd(rng, n=n, condition=10.0**log_condition), rng.standard_normal(n)
+
+
 @settings(max_examples=30, deadline=None)
 @given(shapes=block_shapes, seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0.0, 4.0))
 def test_property_quadratic_model_never_increases(solvers_by_iterations, shapes, seed,
                                                   log_condition):
-    n = sum(int(np.prod(shape)) for shape in shapes)
-    rng = np.random.default_rng(seed)
-    a, b = spd(rng, n=n, condition=10.0**log_condition), rng.standard_normal(n)
-    model = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+    n, a, b = random_system(shapes, seed, log_condition)
+    model = quadratic_model(a, b)
     values = [0.0] + [model(solvers_by_iterations[k](a, b, shapes=shapes)[0])
                       for k in range(1, n + 1)]
     assert all(later <= earlier + 1e-9 * abs(earlier) + 1e-12
@@ -255,8 +265,6 @@ def test_property_n_iterations_solve_the_system(solvers_by_iterations, shapes, s
                                                log_condition):
     # Exact in exact arithmetic; in floating point CG loses orthogonality as the
     # condition number grows (measured: 1e-10 relative error at 1e2, 0.4 at 1e4 for n=9).
-    n = sum(int(np.prod(shape)) for shape in shapes)
-    rng = np.random.default_rng(seed)
-    a, b = spd(rng, n=n, condition=10.0**log_condition), rng.standard_normal(n)
+    n, a, b = random_system(shapes, seed, log_condition)
     x, solution = solvers_by_iterations[n](a, b, shapes=shapes)[0], np.linalg.solve(a, b)
     assert np.linalg.norm(x - solution) <= 1e-8 * np.linalg.norm(solution)
