@@ -240,7 +240,11 @@ class SGN:
         ``trust_region`` or a decaying schedule).
     min_damping, max_damping : float
         Bounds of :math:`\\rho` under the trust-region rule; ``min_damping`` is also
-        where a schedule decays to.
+        where a schedule decays to. The default floor 0.1 is measured: with a floor of
+        1e-6, 10-20 CG iterations nearly solve each batch's model and over-fit that
+        batch (Fashion-MNIST test accuracy stuck near 80% with k = 20); 0.1 fixes that
+        and leaves k = 3 as good as before. Lower it for small, smooth full-batch
+        problems that need long steps (README, "Robustness").
     trust_region : bool
         Adapt :math:`\\rho` by the trust-region rule.
     damping_schedule : {"constant", "linear", "cosine"}
@@ -283,8 +287,8 @@ class SGN:
         max_cg_iters: int = 3,
         cg_tol: float = 1e-6,
         cg_progress_tol: float = 5e-4,
-        damping: float = 1e-3,
-        min_damping: float = 1e-6,
+        damping: float = 0.1,
+        min_damping: float = 0.1,
         max_damping: float = 1e6,
         trust_region: bool = True,
         damping_schedule: str = "constant",

@@ -62,7 +62,8 @@ def test_soak_10000_sgn_steps():
                    checkpoints=[1000, 5000], progress=False)
     assert result.steps == 10_000 and not result.diverged
     assert all(np.isfinite(p.get_value()).all() for p in params)
-    assert np.float32(1e-6) <= min(dampings) and max(dampings) <= np.float32(1e6)
+    low, high = optimizer.config["min_damping"], optimizer.config["max_damping"]
+    assert np.float32(low) <= min(dampings) and max(dampings) <= np.float32(high)
     accuracy = result.history[-1].test_accuracy
     assert accuracy >= 0.85, accuracy
     print(f"\nsoak: {result.steps} steps in {result.train_time:.1f} s of steps, "

@@ -116,7 +116,8 @@ def test_line_search_shrinks_a_step_that_increases_the_loss():
 
 def test_trust_region_lowers_damping_when_the_model_is_exact():
     loss, outputs, params, inputs, batch = linear_regression()
-    optimizer = SGN(loss, params, outputs, inputs, damping=1e-3, mode=TEST_MODE)
+    optimizer = SGN(loss, params, outputs, inputs, damping=1e-3, min_damping=1e-6,
+                    mode=TEST_MODE)
     info = optimizer.step(*batch)
     assert info.ratio == pytest.approx(1.0, abs=1e-2)
     assert optimizer.damping == pytest.approx(1e-3 * 2 / 3)
@@ -125,7 +126,7 @@ def test_trust_region_lowers_damping_when_the_model_is_exact():
 def test_trust_region_rejects_a_poor_step_and_raises_damping():
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
     optimizer = SGN(loss, params, outputs, inputs, learning_rate=50.0, line_search=False,
-                    damping=1e-3, mode=TEST_MODE)
+                    damping=1e-3, min_damping=1e-6, mode=TEST_MODE)
     before = [p.get_value().tobytes() for p in params]
     info = optimizer.step(*make_batch("softmax_cross_entropy", "float64"))
     # At alpha = 50 the loss rises and the model itself predicts an increase: r is nan.

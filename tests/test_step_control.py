@@ -86,7 +86,7 @@ def test_momentum_direction_that_is_not_descent_is_rejected():
     assert not info.accepted
     assert info.reason == "non-finite search direction, or not a descent direction"
     assert params[0].get_value().tobytes() == before
-    assert optimizer.damping == pytest.approx(1.5e-3)
+    assert optimizer.damping == pytest.approx(1.5 * optimizer.config["damping"])
 
 
 def test_jacobi_option_is_preconditioned_cg_with_the_gradient_scale():
