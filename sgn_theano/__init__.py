@@ -1,5 +1,6 @@
 """sgn_theano: the stochastic generalized Gauss-Newton optimizer for PyTensor graphs."""
 
+from sgn_theano.allocator import reuse_freed_memory
 from sgn_theano.cg import CGResult, conjugate_gradient
 from sgn_theano.curvature import (
     gauss_newton_product,
@@ -12,6 +13,8 @@ from sgn_theano.optimizer import SGN, StepInfo, sgn
 from sgn_theano.updates import adam, momentum, sgd
 
 __version__ = "0.1.0"
+
+reuse_freed_memory()  # see sgn_theano.allocator; SGN_THEANO_MALLOC_TUNING=0 turns it off
 
 __all__ = [
     "CGResult",
