@@ -79,8 +79,8 @@ def armijo_backtracking(
     check_float("sufficient_decrease", sufficient_decrease, **open_unit)
     check_integer("max_tries", max_tries, low=1)
     dtype = loss.dtype
-    exponents = pt.arange(max_tries, dtype=dtype)
-    candidates = pt.cast(initial_step, dtype) * pt.constant(shrink, dtype=dtype) ** exponents
+    first = pt.cast(initial_step, dtype)
+    s = pt.constant(shrink, dtype=dtype)
     c = pt.constant(sufficient_decrease, dtype=dtype)
     descent = slope < 0
 
@@ -90,16 +90,19 @@ def armijo_backtracking(
         satisfied = descent & pt.isfinite(trial_loss) & (trial_loss <= loss + c * step_size * slope)
         return [trial_loss, satisfied]
 
-    body, invariants = hoist_loop_invariants(trial, [candidates[0]])
+    body, invariants = hoist_loop_invariants(trial, [first])
 
+    # The step size is loop state, not a scanned sequence: PyTensor would push the
+    # parameters moved by every candidate step out of the loop, computing all
+    # `max_tries` of them up front even when the first one succeeds.
     def attempt(step_size, *inner_invariants):
         trial_loss, satisfied = body([step_size], list(inner_invariants))
-        outputs = [step_size, trial_loss, satisfied]
+        outputs = [step_size * s, step_size, trial_loss, satisfied]
         return (outputs, until(satisfied)) if early_exit else outputs
 
-    step_sizes, losses, satisfied = pytensor.scan(
-        attempt, sequences=[candidates], non_sequences=invariants, return_list=True,
-        return_updates=False,
+    _, step_sizes, losses, satisfied = pytensor.scan(
+        attempt, outputs_info=[first, None, None, None], non_sequences=invariants,
+        n_steps=max_tries, return_list=True, return_updates=False,
     )
     # The first success, else the last try (with early exit, the trace ends there).
     last = step_sizes.shape[0] - 1
