@@ -28,7 +28,16 @@ def _relu(x: TensorVariable) -> TensorVariable:
     return x * (x > 0)
 
 
-ACTIVATIONS = {"relu": _relu, "tanh": pt.tanh, "sigmoid": pt.sigmoid}
+def _tanh(x: TensorVariable) -> TensorVariable:
+    # ``2 sigmoid(2x) - 1``, the same function: PyTensor's C ``tanh`` calls libm's
+    # scalar ``tanhf``, 290 us on a 1000 x 20 float32 array against 62 us for this
+    # (measured, 2 cores), a third of a gradient of the 784-20-20-20-10 MLP. Its
+    # derivative comes from the sigmoid's output, so it is finite for any input.
+    two = pt.constant(2, dtype=x.dtype)
+    return two * pt.sigmoid(two * x) - pt.constant(1, dtype=x.dtype)
+
+
+ACTIVATIONS = {"relu": _relu, "tanh": _tanh, "sigmoid": pt.sigmoid}
 
 
 def mlp(

@@ -6,7 +6,7 @@ import pytensor.tensor as pt
 import pytest
 from conftest import TEST_MODE
 
-from sgn_theano.models import mlp
+from sgn_theano.models import ACTIVATIONS, mlp
 
 
 @pytest.mark.parametrize("activation, gain", [("relu", 2.0), ("tanh", 1.0), ("sigmoid", 1.0)])
@@ -30,6 +30,19 @@ def test_relu_matches_numpy_and_seed_fixes_weights():
     np.testing.assert_allclose(pytensor.function([x], outputs, mode=TEST_MODE)(data), expected)
     again = mlp(pt.matrix(), [3, 4, 2], activation="relu", seed=3)[1]
     assert all(np.array_equal(p.get_value(), q.get_value()) for p, q in zip(params, again))
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 2e-7), ("float64", 1e-15)])
+def test_tanh_is_tanh_with_a_finite_derivative_everywhere(dtype, atol):
+    z = pt.vector("z", dtype=dtype)
+    activation = ACTIVATIONS["tanh"](z)
+    function = pytensor.function([z], [activation, pytensor.grad(activation.sum(), z)],
+                                 mode=TEST_MODE)
+    points = np.concatenate([np.linspace(-20, 20, 4001), [-1e30, -100, 100, 1e30]])
+    value, derivative = function(points.astype(dtype))
+    assert value.dtype == dtype
+    np.testing.assert_allclose(value, np.tanh(points), rtol=0, atol=atol)
+    np.testing.assert_allclose(derivative, 1 - np.tanh(points) ** 2, rtol=0, atol=10 * atol)
 
 
 def test_errors():
