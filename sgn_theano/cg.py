@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
 __all__ = ["CGResult", "conjugate_gradient", "dot"]
@@ -215,14 +214,7 @@ def conjugate_gradient(
         done = state[3 * n + 3]
         return (state, until(done)) if early_exit else state
 
-    trace = pytensor.scan(
-        scan_step,
-        outputs_info=outputs_info,
-        non_sequences=invariants,
-        n_steps=max_iters,
-        return_list=True,
-        return_updates=False,
-    )
+    trace = scan_on_stand_ins(scan_step, outputs_info, invariants, max_iters)
     final = [sequence[-1] for sequence in trace]
     return CGResult(
         x=final[:n],

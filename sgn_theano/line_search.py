@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import pytensor
 import pytensor.tensor as pt
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.validation import check_float, check_integer
 
 __all__ = ["LineSearchResult", "armijo_backtracking"]
@@ -100,10 +99,8 @@ def armijo_backtracking(
         outputs = [step_size * s, step_size, trial_loss, satisfied]
         return (outputs, until(satisfied)) if early_exit else outputs
 
-    _, step_sizes, losses, satisfied = pytensor.scan(
-        attempt, outputs_info=[first, None, None, None], non_sequences=invariants,
-        n_steps=max_tries, return_list=True, return_updates=False,
-    )
+    _, step_sizes, losses, satisfied = scan_on_stand_ins(
+        attempt, [first, None, None, None], invariants, max_tries)
     # The first success, else the last try (with early exit, the trace ends there).
     last = step_sizes.shape[0] - 1
     chosen = pt.switch(pt.any(satisfied), pt.argmax(satisfied), last)

@@ -9,7 +9,7 @@ from pytensor.graph.traversal import ancestors, applys_between
 from pytensor.scan.op import Scan
 
 from sgn_theano import SGN
-from sgn_theano.loop_invariants import hoist_loop_invariants
+from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.optimizer import gauss_newton_direction
 
 
@@ -17,6 +17,22 @@ def scalar_op_names(op: Scan) -> set[str]:
     return {type(node.op.scalar_op).__name__
             for node in applys_between(op.inner_inputs, op.inner_outputs)
             if hasattr(node.op, "scalar_op")}
+
+
+def test_scan_on_stand_ins_is_scan_on_the_real_inputs():
+    x = pt.vector("x")
+    start, scale = pt.cumsum(pt.exp(x)), pt.sum(x)  # graphs behind both outer inputs
+    (trace, doubled) = scan_on_stand_ins(
+        lambda state, factor: [state * factor, 2 * state], [start, None], [scale], 4)
+    free = {v for v in ancestors([trace, doubled])
+            if v.owner is None and not isinstance(v, pytensor.graph.basic.Constant)}
+    assert free == {x}  # every stand-in was replaced by the real input
+    values = np.array([0.1, -0.2, 0.3])
+    got_trace, got_doubled = pytensor.function([x], [trace, doubled], mode=TEST_MODE)(values)
+    state, factor = np.cumsum(np.exp(values)), values.sum()
+    expected = [state * factor ** (i + 1) for i in range(4)]
+    np.testing.assert_allclose(got_trace, expected)
+    np.testing.assert_allclose(got_doubled, [2 * state * factor ** i for i in range(4)])
 
 
 def test_hoists_nested_invariants_and_keeps_the_variant_part():
