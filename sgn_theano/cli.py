@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
                         default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
                         help="sgn:K[,K...] (CG iterations), sgd:LR[,LR...], adam:LR[,LR...]")
+    parser.add_argument("--min-damping", type=float, default=None,
+                        help="SGN's damping floor, also its initial damping (default: "
+                        "SGN's own, 0.1)")
     parser.add_argument("--target", type=float, default=None,
                         help="report the steps each run needed to reach this test accuracy "
                         "(or test loss, for regression)")
@@ -152,7 +155,10 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> Tr
     outputs, params = build_model(args, x, seed)
     loss = (softmax_cross_entropy if classification else squared_error)(outputs, y)
     if name == "sgn":
-        optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode)
+        floor = {} if args.min_damping is None else {"damping": args.min_damping,
+                                                      "min_damping": args.min_damping}
+        optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode,
+                        **floor)
     else:
         rule = sgd if name == "sgd" else adam
         optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)

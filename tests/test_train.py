@@ -119,6 +119,19 @@ def test_cli_regression_task_by_epochs(tmp_path, capsys):
     assert not (tmp_path / "sine-time.png").exists()
 
 
+def test_cli_min_damping_reaches_sgn(tmp_path):
+    def loss_drop(*extra):
+        output = tmp_path / "sine.json"
+        main(["--task", "sine", "--sizes", "1-8-1", "--epochs", "3", "--checkpoints", "1",
+              "--optimizers", "sgn:3", "--mode", "FAST_COMPILE", "--output", str(output),
+              "--no-progress", "--no-plots", *extra])
+        (run,) = json.loads(output.read_text())["runs"]
+        return run["history"][0]["test_loss"] - run["history"][-1]["test_loss"]
+
+    # rho = 1e4 swamps G: three steps of about -g / rho barely move the loss
+    assert 0 <= loss_drop("--min-damping", "1e4") < 1e-2 * loss_drop()
+
+
 def test_cli_cnn_on_cifar10_files(tmp_path, capsys):
     write_cifar10_like(str(tmp_path), per_batch=20, test=20)
     code = main(["--task", "cifar10", "--data-dir", str(tmp_path), "--model", "vgg",
