@@ -5,7 +5,8 @@ load for each) and every figure is reported as a median and as a ratio to the
 gradient's median; also the compile time of each function (first call included: JIT
 backends compile there) and, in the C and Python-linker modes, the peak memory of one
 call (numpy buffers, traced by ``tracemalloc``). SGN steps restore the optimizer state before each
-call, so every call does the same work (k CG iterations from the same point).
+call, outside the timed and traced region, so every call does the same work (k CG
+iterations from the same point).
 
 With ``--yardsticks`` the JAX and PyTorch SGN of ``../shared/yardsticks`` run their
 ``--mode bench`` on the same models between the rounds (same load), and the table gives
@@ -76,8 +77,9 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         loss = softmax_cross_entropy(logits, y)
         started = time.perf_counter()
         call = make(x, y, logits, params, loss)
-        call()
+        prepared(call)()
         compile_s[name] = time.perf_counter() - started
+        getattr(call, "prepare", lambda: None)()
         tracemalloc.start()
         call()
         peak_bytes[name] = tracemalloc.get_traced_memory()[1]
@@ -97,8 +99,9 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         iterations = cg_iterations.setdefault(label, [])
 
         def call():
-            optimizer.load_state_dict(start)  # the same work on every call
             iterations.append(optimizer.step(xb, yb).cg_iterations)
+        # the same work on every call: restore the state first (not timed)
+        call.prepare = lambda: optimizer.load_state_dict(start)
         return call
 
     add("gradient", lambda x, y, z, p, loss: compiled(x, y, [loss, *pytensor.grad(loss, p)]))
@@ -114,14 +117,27 @@ def build(model: str, mode, batch: int, figures=FIGURES):
     return functions, compile_s, peak_bytes, cg_iterations
 
 
+def prepared(call):
+    """``call`` run after its untimed ``prepare`` step, if it has one."""
+    prepare = getattr(call, "prepare", None)
+    if prepare is None:
+        return call
+    return lambda: (prepare(), call())
+
+
 def timed_rounds(functions: dict, rounds: int, calls: int, samples: dict) -> None:
-    """Append ``rounds`` interleaved per-call times of every function to ``samples``."""
+    """Append ``rounds`` interleaved per-call times of every function to ``samples``
+    (a function's ``prepare`` step, if any, runs before each call, untimed)."""
     for _ in range(rounds):
         for name, call in functions.items():
-            started = time.perf_counter()
+            prepare, elapsed = getattr(call, "prepare", None), 0.0
             for _ in range(calls):
+                if prepare is not None:
+                    prepare()
+                started = time.perf_counter()
                 call()
-            samples.setdefault(name, []).append((time.perf_counter() - started) / calls)
+                elapsed += time.perf_counter() - started
+            samples.setdefault(name, []).append(elapsed / calls)
 
 
 def run_yardstick(python: str, script: str, model: str, batch: int) -> dict:
