@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.gradient import disconnected_grad
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.layers import conv2d, conv_output_size, max_pool2d
@@ -24,8 +25,10 @@ __all__ = ["ACTIVATIONS", "LENET5", "VGG_SMALL", "cnn", "lenet5", "mlp", "vgg_sm
 
 def _relu(x: TensorVariable) -> TensorVariable:
     # ``x * (x > 0)`` rather than ``maximum(x, 0)``: the latter's fused derivative is
-    # slow in PyTensor's C backend (measured, see the README).
-    return x * (x > 0)
+    # slow in PyTensor's C backend (measured, see the README). The mask is disconnected
+    # from the gradient: differentiating the comparison gives a zero matrix in floatX
+    # (float64), which the CG loop received as an input and added on every iteration.
+    return x * disconnected_grad(x > 0)
 
 
 def _tanh(x: TensorVariable) -> TensorVariable:

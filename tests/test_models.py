@@ -4,6 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.traversal import ancestors
 from conftest import TEST_MODE
 
 from sgn_theano.models import ACTIVATIONS, mlp
@@ -43,6 +44,18 @@ def test_tanh_is_tanh_with_a_finite_derivative_everywhere(dtype, atol):
     assert value.dtype == dtype
     np.testing.assert_allclose(value, np.tanh(points), rtol=0, atol=atol)
     np.testing.assert_allclose(derivative, 1 - np.tanh(points) ** 2, rtol=0, atol=10 * atol)
+
+
+def test_relu_derivative_is_the_mask_and_stays_float32():
+    z = pt.vector("z", dtype="float32")
+    (derivative,) = pytensor.grad(ACTIVATIONS["relu"](z).sum(), [z])
+    assert derivative.dtype == "float32"
+    # no float64 zeros from differentiating the comparison (they reached the CG loop)
+    assert all(v.dtype != "float64" for v in ancestors([derivative])
+               if hasattr(v, "dtype"))
+    points = np.array([-2.0, -1e-3, 1e-3, 3.0], np.float32)
+    np.testing.assert_array_equal(pytensor.function([z], derivative, mode=TEST_MODE)(points),
+                                  [0, 0, 1, 1])
 
 
 def test_errors():
