@@ -77,9 +77,10 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         loss = softmax_cross_entropy(logits, y)
         started = time.perf_counter()
         call = make(x, y, logits, params, loss)
-        prepared(call)()
+        preparation(call)()
+        call()
         compile_s[name] = time.perf_counter() - started
-        getattr(call, "prepare", lambda: None)()
+        preparation(call)()
         tracemalloc.start()
         call()
         peak_bytes[name] = tracemalloc.get_traced_memory()[1]
@@ -117,12 +118,9 @@ def build(model: str, mode, batch: int, figures=FIGURES):
     return functions, compile_s, peak_bytes, cg_iterations
 
 
-def prepared(call):
-    """``call`` run after its untimed ``prepare`` step, if it has one."""
-    prepare = getattr(call, "prepare", None)
-    if prepare is None:
-        return call
-    return lambda: (prepare(), call())
+def preparation(call):
+    """The untimed step to run before each ``call`` (its ``prepare``; none by default)."""
+    return getattr(call, "prepare", lambda: None)
 
 
 def timed_rounds(functions: dict, rounds: int, calls: int, samples: dict) -> None:
@@ -130,10 +128,9 @@ def timed_rounds(functions: dict, rounds: int, calls: int, samples: dict) -> Non
     (a function's ``prepare`` step, if any, runs before each call, untimed)."""
     for _ in range(rounds):
         for name, call in functions.items():
-            prepare, elapsed = getattr(call, "prepare", None), 0.0
+            prepare, elapsed = preparation(call), 0.0
             for _ in range(calls):
-                if prepare is not None:
-                    prepare()
+                prepare()
                 started = time.perf_counter()
                 call()
                 elapsed += time.perf_counter() - started

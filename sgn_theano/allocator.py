@@ -6,8 +6,10 @@ glibc's defaults, blocks over its mmap threshold are mapped fresh and unmapped o
 and the top of the heap is trimmed, so each call page-faults its working set back in.
 Raising the mmap threshold to glibc's largest (32 MiB) and the trim threshold to 1 GiB
 lets ``malloc`` reuse freed blocks. Measured (784-256-256-10 MLP, batch 1000, mode C,
-2 cores): an SGN k=3 step went from 33.3 to 25.2 ms, a gradient from 5.8 to 5.0 ms;
-either setting alone made things slower.
+2 cores): in a script that only runs SGN k=3 steps, 34 -> 25 ms a step; in the
+``sgn-bench --quick`` training loop, 24.4 -> 31.2 SGN steps/s; in
+``benchmarks/bench_steps.py``, whose other functions already keep glibc's adaptive
+threshold high, 3-4%. Either setting alone made things slower.
 
 :mod:`sgn_theano` applies this once, on import, unless the environment variable
 ``SGN_THEANO_MALLOC_TUNING`` is ``0``. The cost: the process keeps up to 1 GiB of freed
