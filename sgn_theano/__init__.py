@@ -9,6 +9,7 @@ from sgn_theano.curvature import (
     vector_jacobian_product,
 )
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
+from sgn_theano.modes import compile_mode
 from sgn_theano.optimizer import SGN, StepInfo, sgn
 from sgn_theano.updates import adam, momentum, sgd
 
@@ -22,6 +23,7 @@ __all__ = [
     "StepInfo",
     "adam",
     "binary_cross_entropy",
+    "compile_mode",
     "conjugate_gradient",
     "gauss_newton_product",
     "jacobian_vector_product",

@@ -4,7 +4,10 @@
 against: a pip-installed PyTensor finds none and falls back to slow code, so
 :func:`compile_mode` points it at OpenBLAS (Debian: ``apt-get install
 libopenblas-dev``) when no ``blas__ldflags`` were configured. ``"NUMBA"`` (PyTensor's
-default), ``"JAX"``, ``"FAST_RUN"`` and ``"FAST_COMPILE"`` are passed through.
+default), ``"JAX"``, ``"FAST_RUN"`` and ``"FAST_COMPILE"`` are PyTensor's modes of
+those names. Every mode :func:`compile_mode` returns has its last merge pass replaced
+by :class:`sgn_theano.merge_rewrite.DestroyAwareMerge` (a user-written loss took
+minutes to compile without it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import ctypes.util
 import warnings
 
 import pytensor
-from pytensor.compile.mode import Mode
+from pytensor.compile.mode import Mode, get_mode
+
+from sgn_theano.merge_rewrite import with_destroy_aware_merge
 
 __all__ = [
     "MODES",
@@ -47,8 +52,12 @@ def default_mode_name() -> str:
     return "C" if _link_blas() else "NUMBA"
 
 
-def compile_mode(name: str | None):
-    """The PyTensor mode for ``name`` (``None``: :func:`default_mode_name`).
+def compile_mode(name: str | None = None) -> Mode:
+    """The PyTensor mode for ``name`` (``None``: :func:`default_mode_name`), with
+    :func:`sgn_theano.merge_rewrite.with_destroy_aware_merge` applied.
+
+    Compile the updates of :func:`sgn_theano.sgn` with it:
+    ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``.
 
     Raises
     ------
@@ -63,16 +72,15 @@ def compile_mode(name: str | None):
             raise ValueError("The C mode needs a BLAS: install OpenBLAS "
                              "(`apt-get install libopenblas-dev`) or set "
                              "PYTENSOR_FLAGS=blas__ldflags=...")
-        return Mode(linker="cvm")
+        return with_destroy_aware_merge(Mode(linker="cvm"))
     if name == "JAX":
         fix_jax_reductions()
-    return name
+    return with_destroy_aware_merge(get_mode(name))
 
 
 def loops_can_exit_early(mode) -> bool:
     """Whether compiled loops may stop early (``scan`` with ``until``) in ``mode``:
     every backend but JAX, whose PyTensor translation has no while-loop scan."""
-    from pytensor.compile.mode import get_mode
     from pytensor.link.jax.linker import JAXLinker
 
     return not isinstance(get_mode(mode).linker, JAXLinker)

@@ -158,8 +158,10 @@ def check_mode(mode):
 
     ``None`` and the names of :data:`sgn_theano.modes.MODES` go through
     :func:`sgn_theano.modes.compile_mode` (``None``: C linked to OpenBLAS where it is
-    found, else NUMBA); anything else is handed to PyTensor.
+    found, else NUMBA); anything else is handed to PyTensor, and its last merge pass
+    made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
     """
+    from sgn_theano.merge_rewrite import with_destroy_aware_merge
     from sgn_theano.modes import MODES, compile_mode, fix_jax_reductions, loops_can_exit_early
 
     try:
@@ -170,7 +172,7 @@ def check_mode(mode):
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
     if not loops_can_exit_early(resolved):  # the JAX backend
         fix_jax_reductions()
-    return resolved
+    return with_destroy_aware_merge(resolved)
 
 
 def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.ndarray]:

@@ -1,0 +1,205 @@
+"""Benchmark: how long it takes to build an SGN step, with the library's losses and with
+losses written by hand.
+
+Every case is a network written in plain PyTensor, as a user writes one (an MLP
+784-20-...-20-10 with ``pt.tanh``, ``h * (h > 0)``, ``pt.maximum(h, 0)`` or
+``pt.sigmoid``), or LeNet-5 from :mod:`sgn_theano.models`, and one loss: the
+library's (:mod:`sgn_theano.losses`) or the same loss written by hand. A build is
+the construction of an :class:`~sgn_theano.SGN` (default step: line search + trust
+region; or fixed step) or the compilation of :func:`~sgn_theano.sgn` updates with
+``pytensor.function(..., mode=compile_mode(...))``, plus its first call on an 8-row
+batch (JIT backends such as NUMBA compile there). Each figure is the median over
+``--repeats`` builds of the same case, and ``hand / library`` is the ratio between the
+two losses on the same network and build, measured in the same run.
+
+Run it twice: the first run fills PyTensor's compile cache, the second measures with a
+warm cache (the figures the README reports).
+
+    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--repeats 1]
+                                       [--output results/bench_compile.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from sgn_theano import SGN, binary_cross_entropy, sgn, softmax_cross_entropy, squared_error
+from sgn_theano.models import lenet5
+from sgn_theano.modes import MODES, compile_mode, default_mode_name
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": pt.tanh,
+    "relu h*(h>0)": lambda h: h * (h > 0),
+    "relu maximum": lambda h: pt.maximum(h, 0),
+    "sigmoid": pt.sigmoid,
+}
+
+
+def _hand_softmax_cross_entropy(z, y):
+    return -pt.mean(pt.special.log_softmax(z, axis=1)[pt.arange(y.shape[0]), y])
+
+
+def _hand_squared_error(z, t):
+    return 0.5 * pt.mean(pt.sum((z - t) ** 2, axis=1))
+
+
+def _hand_binary_cross_entropy(z, t):
+    p = pt.sigmoid(z)
+    return -pt.mean(pt.sum(t * pt.log(p) + (1 - t) * pt.log(1 - p), axis=1))
+
+
+#: loss name -> (the library's loss, the same loss written by hand, target kind)
+LOSSES = {
+    "softmax cross-entropy": (softmax_cross_entropy, _hand_softmax_cross_entropy, "labels"),
+    "squared error": (squared_error, _hand_squared_error, "real"),
+    "binary cross-entropy": (binary_cross_entropy, _hand_binary_cross_entropy, "unit"),
+}
+#: build name -> options of SGN, or None for the sgn() updates
+BUILDS = {
+    "SGN k=3": {"max_cg_iters": 3},
+    "SGN k=20": {"max_cg_iters": 20},
+    "SGN k=3 fixed": {"max_cg_iters": 3, "line_search": False, "trust_region": False},
+    "SGN k=20 fixed": {"max_cg_iters": 20, "line_search": False, "trust_region": False},
+    "sgn() k=3": None,
+}
+WIDTH, CLASSES, BATCH = 20, 10, 8
+
+
+def hand_written_mlp(x, depth: int, activation: Callable, rng):
+    """An MLP 784-20-...-20-10 (``depth`` hidden layers) written in plain PyTensor."""
+    sizes = [784] + [WIDTH] * depth + [CLASSES]
+    h, params = x, []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = pytensor.shared((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in))
+                            .astype("float32"), name=f"W{index}")
+        b = pytensor.shared(np.zeros(fan_out, "float32"), name=f"b{index}")
+        params += [w, b]
+        h = h @ w + b
+        if index < depth:
+            h = activation(h)
+    return h, params
+
+
+def build_case(model: str, depth: int, activation: str, loss_name: str, hand: bool):
+    """(loss, params, outputs, inputs, batch) for one case."""
+    rng = np.random.default_rng(0)
+    x = pt.matrix("x", dtype="float32")
+    if model == "lenet5":
+        outputs, params = lenet5(x, seed=0, dtype="float32")
+    else:
+        outputs, params = hand_written_mlp(x, depth, ACTIVATIONS[activation], rng)
+    library_loss, hand_loss, targets = LOSSES[loss_name]
+    y = pt.ivector("y") if targets == "labels" else pt.matrix("y", dtype="float32")
+    loss = (hand_loss if hand else library_loss)(outputs, y)
+    if targets == "labels":
+        labels = rng.integers(0, CLASSES, BATCH).astype(np.int32)
+    elif targets == "real":
+        labels = rng.standard_normal((BATCH, CLASSES)).astype(np.float32)
+    else:
+        labels = rng.random((BATCH, CLASSES)).astype(np.float32)
+    batch = (rng.random((BATCH, 784)).astype(np.float32), labels)
+    return loss, params, outputs, [x, y], batch
+
+
+def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
+    """Seconds to construct the step function, and seconds of its first call."""
+    loss, params, outputs, inputs, batch = build_case(*case)
+    options = BUILDS[build]
+    start = time.perf_counter()
+    if options is None:
+        step = pytensor.function(inputs, loss, updates=sgn(loss, params, outputs, max_cg_iters=3),
+                                 mode=mode)
+    else:
+        step = SGN(loss, params, outputs, inputs, mode=mode, **options).step
+    constructed = time.perf_counter()
+    step(*batch)
+    return constructed - start, time.perf_counter() - constructed
+
+
+def cases(quick: bool) -> list[tuple[tuple, str]]:
+    """((model, depth, activation, loss, hand), build) for every measurement."""
+    depths = (1, 3, 5) if quick else (1, 2, 3, 4, 5)
+    activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
+    loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
+    grid = [(("mlp", depth, activation, loss_name, hand), "SGN k=3")
+            for depth in depths for activation in activations for loss_name in loss_names
+            for hand in (False, True)]
+    if not quick:  # every build on one depth, for two activations
+        grid += [(("mlp", 3, activation, loss_name, hand), build)
+                 for activation in ("tanh", "relu h*(h>0)") for loss_name in LOSSES
+                 for build in BUILDS if build != "SGN k=3" for hand in (False, True)]
+    lenet_builds = ("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed", "sgn() k=3")
+    grid += [(("lenet5", 0, "relu", "softmax cross-entropy", hand), build)
+             for build in lenet_builds for hand in (False, True)]
+    return grid
+
+
+def describe(case: tuple) -> str:
+    model, depth, activation, loss_name, _ = case
+    network = "LeNet-5" if model == "lenet5" else f"MLP {depth}x{WIDTH} {activation}"
+    return f"{network}, {loss_name}"
+
+
+def print_table(mode_name: str, rows: list[dict]) -> None:
+    print(f"\nmode {mode_name}: build = construction + first call, seconds (median)")
+    print(f"{'network, loss':48s} {'build':15s} {'library':>8s} {'by hand':>8s} "
+          f"{'hand/lib':>8s}")
+    for row in rows:
+        print(f"{row['case']:48s} {row['build']:15s} {row['library_s']:8.2f} "
+              f"{row['hand_s']:8.2f} {row['hand_over_library']:8.2f}")
+    worst = max(rows, key=lambda row: row["hand_s"])
+    worst_ratio = max(rows, key=lambda row: row["hand_over_library"])
+    print(f"slowest hand-written build: {worst['hand_s']:.2f} s ({worst['case']}, "
+          f"{worst['build']}); largest ratio: {worst_ratio['hand_over_library']:.2f} "
+          f"({worst_ratio['case']}, {worst_ratio['build']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                        help="compile modes (default: the library's default mode)")
+    parser.add_argument("--quick", action="store_true",
+                        help="depths 1, 3, 5; tanh and h*(h>0); softmax cross-entropy")
+    parser.add_argument("--repeats", type=int, default=1, help="builds of each case")
+    parser.add_argument("--output", default="results/bench_compile.json")
+    args = parser.parse_args()
+    grid = cases(args.quick)
+    report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+              "repeats": args.repeats, "modes": {}}
+    for mode_name in args.modes or [default_mode_name()]:
+        mode = compile_mode(mode_name)
+        measured: dict[tuple, dict] = {}
+        for index, (case, build) in enumerate(grid, start=1):
+            runs = [time_build(case, build, mode) for _ in range(args.repeats)]
+            construct, first_call = (float(np.median(values)) for values in zip(*runs))
+            measured[case, build] = {"construct_s": construct, "first_call_s": first_call,
+                                     "build_s": construct + first_call}
+            print(f"[{mode_name} {index}/{len(grid)}] {describe(case)}, "
+                  f"{'by hand' if case[-1] else 'library'} loss, {build}: "
+                  f"{construct:.2f} s + first call {first_call:.2f} s", flush=True)
+        rows = []
+        for (case, build), figures in measured.items():
+            if case[-1]:
+                library = measured[(*case[:-1], False), build]
+                rows.append({"case": describe(case), "build": build,
+                             "library_s": library["build_s"], "hand_s": figures["build_s"],
+                             "hand_over_library": figures["build_s"] / library["build_s"],
+                             "library": library, "hand": figures})
+        report["modes"][mode_name] = rows
+        print_table(mode_name, rows)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as stream:
+        json.dump(report, stream, indent=1)
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
