@@ -1,10 +1,11 @@
-"""Convolution and pooling from differentiable PyTensor pieces, on NHWC tensors.
+"""Convolution and pooling on NHWC tensors.
 
 PyTensor 3 has no neural-network ``conv2d`` or pooling op (``tensor.nnet`` is gone and
-``signal.convolve2d`` calls scipy in Python, one image at a time). These layers are
-built from slicing, reshapes and one matrix product, so PyTensor can differentiate them
-(gradients, and the forward-mode products of :mod:`sgn_theano.curvature`) and every
-backend (C, NUMBA, JAX) can compile them.
+``signal.convolve2d`` calls scipy in Python, one image at a time). The convolution is
+the patches of its input (:mod:`sgn_theano.patches`, an op with its adjoint) times the
+filters; pooling is a reshape and a max. PyTensor differentiates both (gradients, and
+the forward-mode products of :mod:`sgn_theano.curvature`) in every backend (C, NUMBA,
+JAX).
 
 Images are ``(B, H, W, C)`` (channels last): a patch of a ``k_h x k_w`` window is then
 a contiguous run of ``k_h k_w C`` numbers, and no transpose is needed around the product.
@@ -16,6 +17,8 @@ from typing import Literal
 
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.patches import extract_patches
 
 __all__ = ["CONV_METHODS", "conv2d", "conv_output_size", "max_pool2d"]
 
@@ -55,11 +58,11 @@ def conv2d(
     stride, padding : int
         :math:`s \\ge 1` and :math:`p \\ge 0`, the same on both axes.
     method : {"im2col", "shifted"}
-        ``"im2col"``: the :math:`k_h k_w` strided slices of the input are concatenated
-        along the channels into patches ``(B, H', W', k_h k_w C)`` and multiplied by
-        the filters reshaped to ``(k_h k_w C, F)``: one large matrix product.
-        ``"shifted"``: the sum over :math:`(u, v)` of one product per slice, with no
-        patch buffer. ``benchmarks/bench_conv.py`` measures both.
+        ``"im2col"``: the patches ``(B, H', W', k_h k_w C)`` of the input
+        (:func:`sgn_theano.patches.extract_patches`, one op) multiplied by the filters
+        reshaped to ``(k_h k_w C, F)``: one large matrix product.
+        ``"shifted"``: the sum over :math:`(u, v)` of one product per strided slice of
+        the input, with no patch buffer (and a graph of :math:`k_h k_w` slices).
 
     Returns
     -------
@@ -87,6 +90,9 @@ def conv2d(
         padded = pt.zeros((shape[0], shape[1] + 2 * padding, shape[2] + 2 * padding, shape[3]),
                           dtype=images.dtype)
         images = pt.set_subtensor(padded[:, padding:-padding, padding:-padding, :], images)
+    if method == "im2col":
+        patches = extract_patches(images, (kernel_h, kernel_w), stride)
+        return pt.tensordot(patches, filters.reshape((-1, filters.shape[3])), axes=[[3], [0]])
     height = (images.shape[1] - kernel_h) // stride + 1
     width = (images.shape[2] - kernel_w) // stride + 1
     slices = [
@@ -94,9 +100,6 @@ def conv2d(
                v : v + stride * (width - 1) + 1 : stride, :]
         for u in range(kernel_h) for v in range(kernel_w)
     ]
-    if method == "im2col":
-        patches = pt.concatenate(slices, axis=3)
-        return pt.tensordot(patches, filters.reshape((-1, filters.shape[3])), axes=[[3], [0]])
     taps = filters.reshape((kernel_h * kernel_w, filters.shape[2], filters.shape[3]))
     return pt.add(*[pt.tensordot(piece, taps[index], axes=[[3], [0]])
                     for index, piece in enumerate(slices)])

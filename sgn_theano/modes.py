@@ -25,6 +25,7 @@ __all__ = [
     "compile_mode",
     "default_mode_name",
     "fix_jax_reductions",
+    "prepare_jax_backend",
     "loops_can_exit_early",
 ]
 
@@ -74,7 +75,7 @@ def compile_mode(name: str | None = None) -> Mode:
                              "PYTENSOR_FLAGS=blas__ldflags=...")
         return with_destroy_aware_merge(Mode(linker="cvm"))
     if name == "JAX":
-        fix_jax_reductions()
+        prepare_jax_backend()
     return with_destroy_aware_merge(get_mode(name))
 
 
@@ -84,6 +85,16 @@ def loops_can_exit_early(mode) -> bool:
     from pytensor.link.jax.linker import JAXLinker
 
     return not isinstance(get_mode(mode).linker, JAXLinker)
+
+
+def prepare_jax_backend() -> None:
+    """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
+    :func:`fix_jax_reductions`, and JAX versions of the patch ops
+    (:func:`sgn_theano.patches.register_jax`)."""
+    from sgn_theano.patches import register_jax
+
+    fix_jax_reductions()
+    register_jax()
 
 
 _JAX_REDUCTIONS_FIXED = False
@@ -96,8 +107,7 @@ def fix_jax_reductions() -> None:
     *accumulator* dtype: a float32 ``sum`` accumulates, and comes back, in float64. A
     float32 ``scan`` then fails in JAX (its loop carry changes dtype), as does any
     float32 SGN step. This re-registers the translation with a cast to the dtype
-    PyTensor's graph says the result has; :func:`sgn_theano.validation.check_mode`
-    calls it for every JAX mode.
+    PyTensor's graph says the result has; :func:`prepare_jax_backend` calls it.
     """
     global _JAX_REDUCTIONS_FIXED
     if _JAX_REDUCTIONS_FIXED:

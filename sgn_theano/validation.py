@@ -162,7 +162,7 @@ def check_mode(mode):
     made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
     """
     from sgn_theano.merge_rewrite import with_destroy_aware_merge
-    from sgn_theano.modes import MODES, compile_mode, fix_jax_reductions, loops_can_exit_early
+    from sgn_theano.modes import MODES, compile_mode, loops_can_exit_early, prepare_jax_backend
 
     try:
         if mode is None or isinstance(mode, str) and mode in MODES:
@@ -171,7 +171,7 @@ def check_mode(mode):
     except Exception as error:  # pytensor raises several kinds for unknown names
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
     if not loops_can_exit_early(resolved):  # the JAX backend
-        fix_jax_reductions()
+        prepare_jax_backend()
     return with_destroy_aware_merge(resolved)
 
 

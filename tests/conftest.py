@@ -7,6 +7,8 @@ checks through the optimized C and NUMBA backends.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -17,6 +19,13 @@ from sgn_theano import losses
 from sgn_theano.models import mlp
 
 TEST_MODE = "FAST_COMPILE"
+#: The optimized backends, for the tests that run a check through each of them.
+BACKENDS = [
+    "C",
+    "NUMBA",
+    pytest.param("JAX", marks=pytest.mark.skipif(
+        importlib.util.find_spec("jax") is None, reason="jax is not installed")),
+]
 LOSSES = ("softmax_cross_entropy", "squared_error", "binary_cross_entropy")
 TOLERANCE = {"float64": 1e-8, "float32": 2e-4}
 

@@ -9,6 +9,7 @@ from conftest import TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatte
 from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
 from sgn_theano.layers import conv2d, max_pool2d
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, lenet5, vgg_small
+from sgn_theano.modes import compile_mode
 
 
 def reference_conv(images, filters, stride, padding):
@@ -117,9 +118,13 @@ def test_errors_name_the_problem():
         max_pool2d(x, 0)
 
 
-def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution():
-    # The CG loop body slices the images with symbolic bounds: scalar loop invariants
-    # that must be handed to the loop as tensors (a regression test).
+@pytest.mark.parametrize("mode", [TEST_MODE, "C", "NUMBA"])
+def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode):
+    # The CG loop body slices the images with symbolic bounds (padding, pooling): scalar
+    # loop invariants that must be handed to the loop as tensors (a regression test).
+    # C and NUMBA too: the patch ops have an implementation of their own in each. Not
+    # JAX: PyTensor's JAX scan needs reshape shapes it can see inside the loop, and the
+    # CG loop receives them as invariants (with either convolution method).
     x, y = pt.tensor4("x", dtype="float64"), pt.ivector("y")
     outputs, params = cnn(x, (5, 5, 1), [("conv", 2, 3, 2, 1), ("pool", 3), ("dense", 3)],
                           activation="tanh", seed=6, dtype="float64")
@@ -130,6 +135,7 @@ def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution():
     expected = -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
     before = flatten(p.get_value() for p in params)
     SGN(loss, params, outputs, [x, y], max_cg_iters=40, cg_tol=0.0, damping=0.1,
-        trust_region=False, line_search=False, mode=TEST_MODE).step(*batch)
+        trust_region=False, line_search=False,
+        mode=mode if mode == TEST_MODE else compile_mode(mode)).step(*batch)
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
                                rtol=1e-7, atol=1e-10)

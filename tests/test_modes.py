@@ -8,18 +8,10 @@ import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from conftest import flatten
+from conftest import BACKENDS, flatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
-
-BACKENDS = [
-    "C",
-    "NUMBA",
-    pytest.param("JAX", marks=pytest.mark.skipif(
-        importlib.util.find_spec("jax") is None, reason="jax is not installed")),
-]
-
 
 @pytest.mark.parametrize("mode_name", BACKENDS)
 def test_exact_step_in_each_backend(mode_name):
