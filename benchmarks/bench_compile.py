@@ -22,7 +22,6 @@ warm cache (the figures the README reports).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from report import write_report
 
 from sgn_theano import SGN, binary_cross_entropy, sgn, softmax_cross_entropy, squared_error
 from sgn_theano.models import lenet5
@@ -195,10 +195,7 @@ def main() -> None:
                              "library": library, "hand": figures})
         report["modes"][mode_name] = rows
         print_table(mode_name, rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as stream:
-        json.dump(report, stream, indent=1)
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import tracemalloc
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from report import write_report
 
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
 from sgn_theano.models import lenet5, mlp
@@ -237,10 +238,7 @@ def main():
             model_report = bench_model(model, mode, mode_name, args)
             report["modes"][mode_name][model] = model_report
             print_report(model, mode_name, args.batch_size, model_report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as stream:
-        json.dump(report, stream, indent=1)
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,20 @@ def test_bench_steps_writes_every_figure(tmp_path):
     assert set(report["peak_bytes"]) == set(report["median_s"])
     assert report["peak_bytes"]["gradient"] > 0
     assert "G v" in completed.stdout
+
+
+def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path):
+    output = tmp_path / "compile.json"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_compile.py"), "--quick",
+         "--modes", "FAST_COMPILE", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    rows = json.loads(output.read_text())["modes"]["FAST_COMPILE"]
+    assert len(rows) == 7  # 3 depths x 2 activations, and LeNet-5
+    assert {row["case"] for row in rows} >= {"MLP 5x20 relu h*(h>0), softmax cross-entropy",
+                                             "LeNet-5, softmax cross-entropy"}
+    for row in rows:
+        assert row["hand_s"] == row["hand"]["construct_s"] + row["hand"]["first_call_s"]
+        assert row["hand_over_library"] == row["hand_s"] / row["library_s"] > 0
+    assert "hand/lib" in completed.stdout
