@@ -4,8 +4,8 @@ PyTensor 3 has no neural-network ``conv2d`` or pooling op (``tensor.nnet`` is go
 ``signal.convolve2d`` calls scipy in Python, one image at a time). The convolution is
 the patches of its input (:mod:`sgn_theano.patches`, an op with its adjoint) times the
 filters; pooling is a reshape and a max. PyTensor differentiates both (gradients, and
-the forward-mode products of :mod:`sgn_theano.curvature`) in every backend (C, NUMBA,
-JAX).
+the forward-mode products of :mod:`sgn_theano.curvature`). The patch ops run in every
+backend (C, NUMBA, JAX); an SGN step on a CNN does not run in JAX mode yet (README).
 
 Images are ``(B, H, W, C)`` (channels last): a patch of a ``k_h x k_w`` window is then
 a contiguous run of ``k_h k_w C`` numbers, and no transpose is needed around the product.

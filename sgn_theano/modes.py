@@ -25,8 +25,8 @@ __all__ = [
     "compile_mode",
     "default_mode_name",
     "fix_jax_reductions",
-    "prepare_jax_backend",
     "loops_can_exit_early",
+    "prepare_jax_backend",
 ]
 
 MODES = ("C", "NUMBA", "JAX", "FAST_RUN", "FAST_COMPILE")

@@ -32,8 +32,8 @@ __all__ = ["ExtractPatches", "FoldPatches", "extract_patches", "register_jax"]
 
 
 def _patch_count(size, kernel: int, stride: int):
-    """Patches along one axis, :math:`\\lfloor (n - k) / s \\rfloor + 1` (``None``
-    stays ``None``)."""
+    """Patches along one axis, :math:`\\lfloor (n - k) / s \\rfloor + 1`, for a static
+    or a symbolic size (``None``, an unknown static size, stays ``None``)."""
     return None if size is None else (size - kernel) // stride + 1
 
 
@@ -73,8 +73,8 @@ class ExtractPatches(_PatchOp):
 
     def infer_shape(self, fgraph, node, shapes):
         batch, height, width, channels = shapes[0]
-        return [(batch, (height - self.kernel_h) // self.stride + 1,
-                 (width - self.kernel_w) // self.stride + 1,
+        return [(batch, _patch_count(height, self.kernel_h, self.stride),
+                 _patch_count(width, self.kernel_w, self.stride),
                  channels * (self.kernel_h * self.kernel_w))]
 
     def pullback(self, inputs, outputs, cotangents):

@@ -9,7 +9,6 @@ from conftest import TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatte
 from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
 from sgn_theano.layers import conv2d, max_pool2d
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, lenet5, vgg_small
-from sgn_theano.modes import compile_mode
 
 
 def reference_conv(images, filters, stride, padding):
@@ -135,7 +134,6 @@ def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode):
     expected = -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
     before = flatten(p.get_value() for p in params)
     SGN(loss, params, outputs, [x, y], max_cg_iters=40, cg_tol=0.0, damping=0.1,
-        trust_region=False, line_search=False,
-        mode=mode if mode == TEST_MODE else compile_mode(mode)).step(*batch)
+        trust_region=False, line_search=False, mode=mode).step(*batch)
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
                                rtol=1e-7, atol=1e-10)

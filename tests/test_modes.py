@@ -13,6 +13,7 @@ from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
 
+
 @pytest.mark.parametrize("mode_name", BACKENDS)
 def test_exact_step_in_each_backend(mode_name):
     (loss, outputs, params, inputs), batch, direction = exact_direction()
