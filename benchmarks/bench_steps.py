@@ -32,8 +32,9 @@ import pytensor.tensor as pt
 from report import write_report
 
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
+from sgn_theano.allocator import reuse_freed_memory
 from sgn_theano.models import lenet5, mlp
-from sgn_theano.modes import MODES, compile_mode, default_mode_name
+from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
 
 #: name -> (description, builder: x -> (logits, params)); inputs are 784 features.
 MODELS = {
@@ -229,6 +230,8 @@ def main():
     if args.yardsticks and not os.path.exists(args.yardstick_python):
         sys.exit(f"--yardsticks: {args.yardstick_python} not found; set up the yardsticks "
                  f"as in {os.path.normpath(YARDSTICKS)}/README.md or pass --yardstick-python")
+    reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
+    link_openblas()
     report = {"batch_size": args.batch_size, "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:

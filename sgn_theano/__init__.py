@@ -1,4 +1,9 @@
-"""sgn_theano: the stochastic generalized Gauss-Newton optimizer for PyTensor graphs."""
+"""sgn_theano: the stochastic generalized Gauss-Newton optimizer for PyTensor graphs.
+
+Importing it changes nothing in the process: the allocator tuning
+(:func:`reuse_freed_memory`) and the OpenBLAS link of the C mode
+(:func:`sgn_theano.modes.link_openblas`) are calls of their own.
+"""
 
 from sgn_theano.allocator import reuse_freed_memory
 from sgn_theano.cg import CGResult, conjugate_gradient
@@ -9,17 +14,16 @@ from sgn_theano.curvature import (
     vector_jacobian_product,
 )
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
-from sgn_theano.modes import compile_mode
-from sgn_theano.optimizer import SGN, StepInfo, sgn
+from sgn_theano.modes import compile_mode, link_openblas
+from sgn_theano.optimizer import SGN, SGNConfig, StepInfo, sgn
 from sgn_theano.updates import adam, momentum, sgd
 
 __version__ = "0.1.0"
 
-reuse_freed_memory()  # see sgn_theano.allocator; SGN_THEANO_MALLOC_TUNING=0 turns it off
-
 __all__ = [
     "CGResult",
     "SGN",
+    "SGNConfig",
     "StepInfo",
     "adam",
     "binary_cross_entropy",
@@ -27,8 +31,10 @@ __all__ = [
     "conjugate_gradient",
     "gauss_newton_product",
     "jacobian_vector_product",
+    "link_openblas",
     "loss_hessian_product",
     "momentum",
+    "reuse_freed_memory",
     "sgd",
     "sgn",
     "softmax_cross_entropy",

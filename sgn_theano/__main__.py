@@ -2,6 +2,6 @@
 
 import sys
 
-from sgn_theano.cli import main
+from sgn_theano.bench.cli import main
 
 sys.exit(main())

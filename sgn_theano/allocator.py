@@ -5,15 +5,14 @@ CG iteration (activations, their products with ``v``, parameter-sized blocks). W
 glibc's defaults, blocks over its mmap threshold are mapped fresh and unmapped on free,
 and the top of the heap is trimmed, so each call page-faults its working set back in.
 Raising the mmap threshold to glibc's largest (32 MiB) and the trim threshold to 1 GiB
-lets ``malloc`` reuse freed blocks. Measured (784-256-256-10 MLP, batch 1000, mode C,
-2 cores): in a script that only runs SGN k=3 steps, 34 -> 25 ms a step; in the
-``sgn-bench --quick`` training loop, 24.4 -> 31.2 SGN steps/s; in
-``benchmarks/bench_steps.py``, whose other functions already keep glibc's adaptive
-threshold high, 3-4%. Either setting alone made things slower.
+lets ``malloc`` reuse freed blocks. Either setting alone made things slower; what
+both together gain is measured in the README ("Memory allocator").
 
-:mod:`sgn_theano` applies this once, on import, unless the environment variable
-``SGN_THEANO_MALLOC_TUNING`` is ``0``. The cost: the process keeps up to 1 GiB of freed
-memory instead of returning it to the OS.
+It changes the allocator of the whole process, so importing :mod:`sgn_theano` does
+not do it: call :func:`reuse_freed_memory` (``sgn-bench`` and the scripts under
+``benchmarks/`` do, at start). The environment variable ``SGN_THEANO_MALLOC_TUNING=0``
+turns the call into a no-op. The cost: the process keeps up to 1 GiB of freed memory
+instead of returning it to the OS.
 """
 
 from __future__ import annotations

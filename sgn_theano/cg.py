@@ -21,7 +21,7 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
-__all__ = ["CGResult", "conjugate_gradient", "dot"]
+__all__ = ["CGResult", "CGState", "conjugate_gradient", "dot"]
 
 #: Smallest window of Martens' relative-progress rule (it acts after more iterations).
 PROGRESS_WINDOW = 10
@@ -36,6 +36,34 @@ class CGResult(NamedTuple):
     iterations: TensorVariable  # shape=(), dtype=int64: CG iterations that updated x
     residual_norm: TensorVariable  # shape=(), ||b - A x|| as tracked by the recursion
     residual: Blocks  # b - A x, shaped like `b` (tracked, not recomputed)
+
+
+class CGState(NamedTuple):
+    """The loop state of :func:`conjugate_gradient`, carried from one iteration to the
+    next (a ``scan`` carries it flat: :meth:`flatten`, :meth:`unflatten`)."""
+
+    x: Blocks  # the iterate, shaped like `b`
+    r: Blocks  # the residual b - A x, shaped like `b`
+    p: Blocks  # the search direction, shaped like `b`
+    rz: TensorVariable  # shape=(): r^T M r
+    residual_norm: TensorVariable  # shape=(): ||r||
+    iterations: TensorVariable  # shape=(), dtype=int64: iterations that updated x
+    done: TensorVariable  # shape=(), dtype=bool: stopped; later iterations are no-ops
+    model_values: TensorVariable | None  # shape=(max_iters + 1,): phi(x_i); progress rule only
+
+    def flatten(self) -> list[TensorVariable]:
+        """The fields in order, blocks spliced in; ``model_values`` only if used."""
+        scalars = [self.rz, self.residual_norm, self.iterations, self.done]
+        extra = [] if self.model_values is None else [self.model_values]
+        return [*self.x, *self.r, *self.p, *scalars, *extra]
+
+    @classmethod
+    def unflatten(cls, flat: Sequence[TensorVariable], n: int) -> CGState:
+        """The inverse of :meth:`flatten` for ``n`` blocks."""
+        rz, residual_norm, iterations, done = flat[3 * n : 3 * n + 4]
+        return cls(x=list(flat[:n]), r=list(flat[n : 2 * n]), p=list(flat[2 * n : 3 * n]),
+                   rz=rz, residual_norm=residual_norm, iterations=iterations, done=done,
+                   model_values=flat[3 * n + 4] if len(flat) > 3 * n + 4 else None)
 
 
 def dot(a: Sequence[TensorVariable], b: Sequence[TensorVariable]) -> TensorVariable:
@@ -145,80 +173,95 @@ def conjugate_gradient(
     check_float("progress_tol", progress_tol, low=0.0)
     if max_iters <= PROGRESS_WINDOW:  # the rule cannot act: do not pay for its bookkeeping
         progress_tol = 0.0
-    dtype = b[0].dtype
-    tol = pt.cast(tol, dtype)
-    precondition = preconditioner if preconditioner is not None else (lambda r: r)
-    zero = pt.constant(0, dtype=dtype)
-
-    def model_value(x: Blocks, r: Blocks) -> TensorVariable:
-        return -(dot(x, b) + dot(x, r)) / 2
-
-    if x0 is None:
-        x_start = [pt.zeros_like(block) for block in b]
-        r_start = list(b)
-    else:
-        x_warm = [pt.cast(block, dtype) for block in x0]
-        r_warm = [rhs - product for rhs, product in zip(b, matvec(x_warm))]
-        better = model_value(x_warm, r_warm) < zero  # phi(0) = 0
-        x_start = [pt.switch(better, x, pt.zeros_like(x)) for x in x_warm]
-        r_start = [pt.switch(better, r, rhs) for r, rhs in zip(r_warm, b)]
-    z_start = precondition(r_start)
-    n = len(b)
-
-    def iteration(state: Blocks) -> Blocks:
-        x, r, p = state[:n], state[n : 2 * n], state[2 * n : 3 * n]
-        rz, residual_norm, count, done = state[3 * n : 3 * n + 4]
-        a_p = matvec(p)
-        curvature = dot(p, a_p)
-        active = pt.invert(done) & (residual_norm > tol) & (curvature > zero)
-        alpha = pt.switch(active, rz / pt.switch(active, curvature, 1), zero)
-        x = [xi + alpha * pi for xi, pi in zip(x, p)]
-        r = [ri - alpha * api for ri, api in zip(r, a_p)]
-        z = precondition(r)
-        rz_next = dot(r, z)
-        beta = pt.switch(active, rz_next / pt.switch(active, rz, 1), zero)
-        p = [zi + beta * pi for zi, pi in zip(z, p)]
-        next_norm = pt.sqrt(dot(r, r))
-        count = count + pt.cast(active, "int64")
-        stop = pt.invert(active) | (next_norm <= tol)
-        if not progress_tol:
-            return [*x, *r, *p, rz_next, next_norm, count, stop]
-        (values,) = state[3 * n + 4 :]
-        value = model_value(x, r)
-        values = pt.set_subtensor(values[count], value)
-        window = pt.maximum(PROGRESS_WINDOW, count // 10)
-        earlier = values[pt.maximum(count - window, 0)]
-        stalled = ((count > window) & (value < zero)
-                   & ((value - earlier) / pt.switch(value < zero, value, -1)
-                      < pt.cast(window, dtype) * pt.constant(progress_tol, dtype=dtype)))
-        return [*x, *r, *p, rz_next, next_norm, count, stop | stalled, values]
-
-    outputs_info = [
-        *x_start,
-        *r_start,
-        *z_start,
-        dot(r_start, z_start),
-        pt.sqrt(dot(r_start, r_start)),
-        pt.constant(0, dtype="int64"),
-        pt.as_tensor_variable(np.array(False)),  # done: stopped, later iterations are no-ops
-    ]
-    if progress_tol:
-        # phi(x_i) for i = 0..max_iters, read back `window` iterations later.
-        values = pt.zeros((max_iters + 1,), dtype=dtype)
-        outputs_info.append(pt.set_subtensor(values[0], model_value(x_start, r_start)))
-    body, invariants = hoist_loop_invariants(iteration, outputs_info)
-    n_state = len(outputs_info)
+    problem = _Problem(matvec, b, pt.cast(tol, b[0].dtype),
+                       preconditioner if preconditioner is not None else (lambda r: r),
+                       progress_tol)
+    start = _start(problem, x0, max_iters).flatten()
+    body, invariants = hoist_loop_invariants(
+        lambda flat: _iteration(problem, CGState.unflatten(flat, len(b))).flatten(), start)
 
     def scan_step(*arguments):
-        state = body(list(arguments[:n_state]), list(arguments[n_state:]))
-        done = state[3 * n + 3]
-        return (state, until(done)) if early_exit else state
+        flat = body(list(arguments[:len(start)]), list(arguments[len(start):]))
+        return (flat, until(CGState.unflatten(flat, len(b)).done)) if early_exit else flat
 
-    trace = scan_on_stand_ins(scan_step, outputs_info, invariants, max_iters)
-    final = [sequence[-1] for sequence in trace]
-    return CGResult(
-        x=final[:n],
-        iterations=final[3 * n + 2],
-        residual_norm=final[3 * n + 1],
-        residual=final[n : 2 * n],
-    )
+    trace = scan_on_stand_ins(scan_step, start, invariants, max_iters)
+    final = CGState.unflatten([sequence[-1] for sequence in trace], len(b))
+    return CGResult(x=final.x, iterations=final.iterations,
+                    residual_norm=final.residual_norm, residual=final.r)
+
+
+class _Problem(NamedTuple):
+    """The system and the options of one :func:`conjugate_gradient` call."""
+
+    matvec: Callable[[Blocks], Blocks]  # A v
+    b: Blocks
+    tol: TensorVariable  # absolute tolerance on ||r||, b's dtype
+    precondition: Callable[[Blocks], Blocks]  # M r
+    progress_tol: float  # epsilon of the relative-progress rule; 0: off
+
+    def model_value(self, x: Blocks, r: Blocks) -> TensorVariable:
+        """:math:`\\phi(x) = -\\tfrac12 x^\\top (b + r)`, with :math:`r = b - A x`."""
+        return -(dot(x, self.b) + dot(x, r)) / 2
+
+
+def _start(problem: _Problem, x0: Blocks | None, max_iters: int) -> CGState:
+    """The state before the first iteration: from zero, or from ``x0`` if it beats
+    zero on the quadratic model."""
+    b, dtype = problem.b, problem.b[0].dtype
+    zero = pt.constant(0, dtype=dtype)
+    if x0 is None:
+        x, r = [pt.zeros_like(block) for block in b], list(b)
+    else:
+        x_warm = [pt.cast(block, dtype) for block in x0]
+        r_warm = [rhs - product for rhs, product in zip(b, problem.matvec(x_warm))]
+        better = problem.model_value(x_warm, r_warm) < zero  # phi(0) = 0
+        x = [pt.switch(better, xi, pt.zeros_like(xi)) for xi in x_warm]
+        r = [pt.switch(better, ri, rhs) for ri, rhs in zip(r_warm, b)]
+    z = problem.precondition(r)
+    values = None
+    if problem.progress_tol:
+        # phi(x_i) for i = 0..max_iters, read back `window` iterations later.
+        values = pt.set_subtensor(pt.zeros((max_iters + 1,), dtype=dtype)[0],
+                                  problem.model_value(x, r))
+    return CGState(x=x, r=r, p=z, rz=dot(r, z), residual_norm=pt.sqrt(dot(r, r)),
+                   iterations=pt.constant(0, dtype="int64"),
+                   done=pt.as_tensor_variable(np.array(False)), model_values=values)
+
+
+def _iteration(problem: _Problem, state: CGState) -> CGState:
+    """One CG iteration; a no-op once ``state.done``."""
+    dtype = problem.b[0].dtype
+    zero = pt.constant(0, dtype=dtype)
+    a_p = problem.matvec(state.p)
+    curvature = dot(state.p, a_p)
+    active = pt.invert(state.done) & (state.residual_norm > problem.tol) & (curvature > zero)
+    alpha = pt.switch(active, state.rz / pt.switch(active, curvature, 1), zero)
+    x = [xi + alpha * pi for xi, pi in zip(state.x, state.p)]
+    r = [ri - alpha * api for ri, api in zip(state.r, a_p)]
+    z = problem.precondition(r)
+    rz = dot(r, z)
+    beta = pt.switch(active, rz / pt.switch(active, state.rz, 1), zero)
+    residual_norm = pt.sqrt(dot(r, r))
+    iterations = state.iterations + pt.cast(active, "int64")
+    done = pt.invert(active) | (residual_norm <= problem.tol)
+    values = state.model_values
+    if problem.progress_tol:
+        value = problem.model_value(x, r)
+        values = pt.set_subtensor(values[iterations], value)
+        done = done | _stalled(values, value, iterations, problem.progress_tol)
+    return CGState(x=x, r=r, p=[zi + beta * pi for zi, pi in zip(z, state.p)], rz=rz,
+                   residual_norm=residual_norm, iterations=iterations, done=done,
+                   model_values=values)
+
+
+def _stalled(values: TensorVariable, value: TensorVariable, iterations: TensorVariable,
+             progress_tol: float) -> TensorVariable:
+    """Martens' rule: :math:`i > k`, :math:`\\phi_i < 0` and
+    :math:`(\\phi_i - \\phi_{i-k}) / \\phi_i < k \\epsilon`, with window
+    :math:`k = \\max(10, \\lfloor i / 10 \\rfloor)`."""
+    dtype, zero = value.dtype, pt.constant(0, dtype=value.dtype)
+    window = pt.maximum(PROGRESS_WINDOW, iterations // 10)
+    earlier = values[pt.maximum(iterations - window, 0)]
+    relative_progress = (value - earlier) / pt.switch(value < zero, value, -1)
+    return ((iterations > window) & (value < zero)
+            & (relative_progress < pt.cast(window, dtype) * pt.constant(progress_tol, dtype)))

@@ -94,9 +94,8 @@ def scan_on_stand_ins(
     """``pytensor.scan`` built on stand-ins for its outer inputs, then given the real ones.
 
     ``scan`` infers the shape of each initial state (to allocate its trace) by loading
-    that state's whole graph into a shape-inference graph. A CG state made from a CNN's
-    gradient took about a minute to build this way (LeNet-5: 85 s per SGN step
-    function). Fresh variables of the same types have no graph behind them; the real
+    that state's whole graph into a shape-inference graph, which for a CG state made
+    from a CNN's gradient dominated the build of the SGN step. Fresh variables of the same types have no graph behind them; the real
     inputs are substituted into the finished loop.
 
     Parameters

@@ -1,18 +1,24 @@
 """Named PyTensor compile modes, with the C backend linked to a real BLAS.
 
 ``"C"`` is PyTensor's C backend (``Mode(linker="cvm")``). It needs a BLAS to link
-against: a pip-installed PyTensor finds none and falls back to slow code, so
-:func:`compile_mode` points it at OpenBLAS (Debian: ``apt-get install
-libopenblas-dev``) when no ``blas__ldflags`` were configured. ``"NUMBA"`` (PyTensor's
-default), ``"JAX"``, ``"FAST_RUN"`` and ``"FAST_COMPILE"`` are PyTensor's modes of
-those names. Every mode :func:`compile_mode` returns has its last merge pass replaced
-by :class:`sgn_theano.merge_rewrite.DestroyAwareMerge` (a user-written loss took
-minutes to compile without it).
+against: a pip-installed PyTensor finds none and falls back to slow code. Where no
+``blas__ldflags`` are configured, :func:`link_openblas` points PyTensor at OpenBLAS
+(Debian: ``apt-get install libopenblas-dev``); this changes PyTensor's configuration
+for the whole process, so :func:`compile_mode` does it only when the C mode is asked
+for, and says so with a :class:`BlasLinkWarning` (call :func:`link_openblas` yourself
+to do it silently, or set ``SGN_THEANO_LINK_BLAS=0`` to never do it). ``"NUMBA"``
+(PyTensor's default), ``"JAX"``, ``"FAST_RUN"`` and ``"FAST_COMPILE"`` are PyTensor's
+modes of those names; asking for ``"JAX"`` registers JAX translations
+process-wide (:func:`prepare_jax_backend`). Every mode :func:`compile_mode` returns
+has its last merge pass replaced by
+:class:`sgn_theano.merge_rewrite.DestroyAwareMerge` (a user-written loss took minutes
+to compile without it).
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import os
 import warnings
 
 import pytensor
@@ -22,35 +28,62 @@ from sgn_theano.merge_rewrite import with_destroy_aware_merge
 
 __all__ = [
     "MODES",
+    "BlasLinkWarning",
     "compile_mode",
     "default_mode_name",
     "fix_jax_reductions",
+    "link_openblas",
     "loops_can_exit_early",
     "prepare_jax_backend",
 ]
 
 MODES = ("C", "NUMBA", "JAX", "FAST_RUN", "FAST_COMPILE")
 
+#: Set to ``"0"`` to keep :func:`compile_mode` from configuring OpenBLAS.
+LINK_BLAS_VARIABLE = "SGN_THEANO_LINK_BLAS"
 
-def _link_blas() -> bool:
-    """Point the C backend at OpenBLAS if no BLAS is configured; True if one is."""
+
+class BlasLinkWarning(UserWarning):
+    """:func:`compile_mode` set ``pytensor.config.blas__ldflags`` to link OpenBLAS."""
+
+
+def _configured_blas() -> str:
     with warnings.catch_warnings():
         # Reading the flag makes PyTensor search for a BLAS and warn when it finds none;
-        # OpenBLAS is looked for below, and the C mode raises a clear error without it.
+        # OpenBLAS is looked for next, and the C mode raises a clear error without it.
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
-        configured = pytensor.config.blas__ldflags
-    if configured:
+        return pytensor.config.blas__ldflags
+
+
+def _can_link_openblas() -> bool:
+    return (os.environ.get(LINK_BLAS_VARIABLE, "1") != "0"
+            and ctypes.util.find_library("openblas") is not None)
+
+
+def link_openblas() -> bool:
+    """Point PyTensor's C backend at OpenBLAS if no BLAS is configured.
+
+    Sets ``pytensor.config.blas__ldflags = "-lopenblas"``, for the whole process, when
+    that flag is empty and OpenBLAS is found (and ``SGN_THEANO_LINK_BLAS`` is not
+    ``0``); a configured flag is left alone.
+
+    Returns
+    -------
+    bool
+        Whether a BLAS is configured now.
+    """
+    if _configured_blas():
         return True
-    if ctypes.util.find_library("openblas"):
-        pytensor.config.blas__ldflags = "-lopenblas"
-        return True
-    return False
+    if not _can_link_openblas():
+        return False
+    pytensor.config.blas__ldflags = "-lopenblas"
+    return True
 
 
 def default_mode_name() -> str:
-    """``"C"`` where a BLAS can be linked (fastest to compile, measured in the README),
-    else ``"NUMBA"``."""
-    return "C" if _link_blas() else "NUMBA"
+    """``"C"`` where a BLAS is configured or OpenBLAS can be linked (fastest to compile,
+    measured in the README), else ``"NUMBA"``. Changes nothing."""
+    return "C" if _configured_blas() or _can_link_openblas() else "NUMBA"
 
 
 def compile_mode(name: str | None = None) -> Mode:
@@ -58,7 +91,10 @@ def compile_mode(name: str | None = None) -> Mode:
     :func:`sgn_theano.merge_rewrite.with_destroy_aware_merge` applied.
 
     Compile the updates of :func:`sgn_theano.sgn` with it:
-    ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``.
+    ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``. For ``"C"`` with
+    no BLAS configured, it calls :func:`link_openblas` and warns
+    (:class:`BlasLinkWarning`) that it did; for ``"JAX"``, it calls
+    :func:`prepare_jax_backend`.
 
     Raises
     ------
@@ -69,10 +105,18 @@ def compile_mode(name: str | None = None) -> Mode:
     if name not in MODES:
         raise ValueError(f"Unknown mode {name!r}; choose one of {', '.join(MODES)}.")
     if name == "C":
-        if not _link_blas():
+        linking = not _configured_blas()
+        if not link_openblas():
             raise ValueError("The C mode needs a BLAS: install OpenBLAS "
                              "(`apt-get install libopenblas-dev`) or set "
                              "PYTENSOR_FLAGS=blas__ldflags=...")
+        if linking:
+            warnings.warn("sgn_theano set pytensor.config.blas__ldflags = '-lopenblas' for "
+                          "this process, as no BLAS was configured for the C mode. Configure "
+                          "one yourself (PYTENSOR_FLAGS=blas__ldflags=..., or call "
+                          "sgn_theano.modes.link_openblas()) to silence this, or set "
+                          f"{LINK_BLAS_VARIABLE}=0 to prevent it.", BlasLinkWarning,
+                          stacklevel=2)
         return with_destroy_aware_merge(Mode(linker="cvm"))
     if name == "JAX":
         prepare_jax_backend()

@@ -232,6 +232,11 @@ def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]
     if missing:
         raise ValueError(f"`loss` needs inputs that are not in `inputs`: "
                          f"{[variable.name or str(variable) for variable in missing]}.")
+    unused = [variable for variable in inputs if variable not in free]
+    if unused:
+        raise ValueError(f"`inputs` holds variables `loss` does not use: "
+                         f"{[variable.name or str(variable) for variable in unused]}; leave "
+                         "them out (`step` takes one array per input).")
     return list(inputs)
 
 

@@ -15,8 +15,10 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.gradient import jacobian
 
-from sgn_theano import losses
+from sgn_theano import link_openblas, losses
 from sgn_theano.models import mlp
+
+link_openblas()  # the C mode's BLAS, set up openly (test_side_effects.py tests the default)
 
 TEST_MODE = "FAST_COMPILE"
 #: The optimized backends, for the tests that run a check through each of them.

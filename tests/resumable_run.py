@@ -17,7 +17,7 @@ import pytensor.tensor as pt
 
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
-from sgn_theano.train import make_evaluator, train
+from sgn_theano.bench.train import make_evaluator, train
 
 
 def synthetic_blobs(rows: int, seed: int = 0):

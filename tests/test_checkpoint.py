@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from sgn_theano.checkpoint import load_checkpoint, save_checkpoint
+from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_keeps_bits_shapes_and_dtypes(tmp_path):

@@ -11,7 +11,7 @@ from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
-from sgn_theano.train import make_evaluator, train
+from sgn_theano.bench.train import make_evaluator, train
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                                 reason="Debian package dataset-fashion-mnist not installed")

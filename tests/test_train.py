@@ -15,9 +15,9 @@ from idx_files import write_cifar10_like, write_mnist_like
 from resumable_run import synthetic_blobs
 
 from sgn_theano import adam, softmax_cross_entropy
-from sgn_theano.cli import main, parse_optimizers
+from sgn_theano.bench.cli import main, parse_optimizers
 from sgn_theano.models import mlp
-from sgn_theano.train import FirstOrder, make_evaluator, train
+from sgn_theano.bench.train import FirstOrder, make_evaluator, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

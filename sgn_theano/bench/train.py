@@ -21,9 +21,12 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 from tqdm.auto import tqdm
 
-from sgn_theano.checkpoint import load_checkpoint, save_checkpoint
+from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
 from sgn_theano.validation import check_mode, set_checked_values
+
+#: The progress bar: spent and total budget, in its unit.
+BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]"
 
 __all__ = ["Checkpoint", "FirstOrder", "Optimizer", "TrainResult", "make_evaluator", "train"]
 
@@ -205,7 +208,7 @@ def train(
     progress : bool
         Show a tqdm progress bar.
     checkpoint_path : path, optional
-        A checkpoint file (:mod:`sgn_theano.checkpoint`). If it exists, training
+        A checkpoint file (:mod:`sgn_theano.bench.checkpoint`). If it exists, training
         resumes from it: optimizer state, step count, time spent, history and position
         in the batch order, so a step budget ends exactly where an uninterrupted run
         would (same float bits); the budget may differ from the saved run's, ``seed``
@@ -221,10 +224,49 @@ def train(
         The checkpoints, steps, time and whether training diverged (a non-finite loss
         stops the run).
     """
+    steps_per_epoch = max(1, len(train_arrays[0]) // batch_size)
+    by_time, budget = _check_budget(time_budget, max_steps, max_epochs, steps_per_epoch,
+                                    save_every)
+    run = _Run(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time,
+               {"seed": seed, "batch_size": batch_size}, TrainResult(name=name))
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        _resume(checkpoint_path, run.settings, optimizer, run.result, run.losses)
+    else:
+        run.record()
+    marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
+                   | {budget})
+    bar = tqdm(total=budget, initial=min(run.used(), budget), desc=name, unit=run.unit,
+               disable=not progress, bar_format=BAR_FORMAT)
+    batches = minibatches(train_arrays, batch_size, seed=seed, start=run.result.steps)
+    with _deferred_interrupts() as interrupts:
+        try:
+            while marks and run.used() < budget and not run.result.diverged:
+                loss, elapsed = run.take_step(next(batches))
+                bar.update(min(elapsed if by_time else 1, budget - bar.n))
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if run.result.diverged or run.used() >= marks[0]:
+                    run.record()
+                    bar.set_postfix(loss=f"{loss:.4f}",
+                                    acc=f"{run.result.history[-1].test_accuracy:.3f}")
+                    while marks and run.used() >= marks[0]:
+                        marks.pop(0)
+                elif save_every and run.result.steps % save_every == 0:
+                    run.save()
+                if interrupts:
+                    run.save()
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
+    return run.result
+
+
+def _check_budget(time_budget, max_steps, max_epochs, steps_per_epoch: int,
+                  save_every) -> tuple[bool, float]:
+    """``(by_time, budget)``: whether the budget is in seconds, and its size (seconds, or
+    steps for a step or epoch budget)."""
     budgets = [time_budget, max_steps, max_epochs]
     if sum(budget is not None for budget in budgets) != 1:
         raise ValueError("Give exactly one of `time_budget`, `max_steps` and `max_epochs`.")
-    steps_per_epoch = max(1, len(train_arrays[0]) // batch_size)
     if max_epochs is not None:
         max_steps = math.ceil(max_epochs * steps_per_epoch)
     by_time = time_budget is not None
@@ -233,72 +275,65 @@ def train(
         raise ValueError(f"The budget must be positive, got {budget}.")
     if save_every is not None and (not isinstance(save_every, int) or save_every < 1):
         raise ValueError(f"`save_every` must be a positive integer, got {save_every!r}.")
-    run = {"seed": seed, "batch_size": batch_size}
-    result = TrainResult(name=name)
-    losses: list[float] = []
-    resumed = checkpoint_path is not None and os.path.exists(checkpoint_path)
-    if resumed:
-        _resume(checkpoint_path, run, optimizer, result, losses)
+    return by_time, budget
 
-    def used() -> float:
-        return result.train_time if by_time else result.steps
 
-    marks = sorted({float(mark) for mark in checkpoints if used() < mark < budget} | {budget})
+@dataclass
+class _Run:
+    """The state of one :func:`train` call: what it steps, records and saves."""
 
-    def save():
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {
-                "run": run, "optimizer": optimizer.state_dict(), "losses": list(losses),
-                "result": {"steps": result.steps, "train_time": result.train_time,
-                           "diverged": result.diverged, "rejected": result.rejected,
-                           "history": [asdict(point) for point in result.history]}})
+    optimizer: Optimizer
+    evaluate: Callable[[], dict]
+    checkpoint_path: str | os.PathLike | None
+    steps_per_epoch: int
+    by_time: bool
+    settings: dict  # what a resumed run must share with the saved one
+    result: TrainResult
+    losses: list[float] = field(default_factory=list)  # since the last checkpoint
 
-    def record():
-        mean_loss = float(np.mean(losses)) if losses else math.nan
-        losses.clear()
-        result.history.append(Checkpoint(step=result.steps,
-                                         epoch=result.steps / steps_per_epoch,
-                                         time=result.train_time, train_loss=mean_loss,
-                                         **evaluate()))
-        save()
+    @property
+    def unit(self) -> str:
+        """The budget's unit: ``"s"`` or ``"step"``."""
+        return "s" if self.by_time else "step"
 
-    if not resumed:
-        record()
-    bar = tqdm(total=budget, initial=min(used(), budget), desc=name,
-               unit="s" if by_time else "step", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]")
-    batches = minibatches(train_arrays, batch_size, seed=seed, start=result.steps)
-    with _deferred_interrupts() as interrupts:
-        try:
-            while marks and used() < budget and not result.diverged:
-                batch = next(batches)
-                started = time.perf_counter()
-                outcome = optimizer.step(*batch)
-                elapsed = time.perf_counter() - started
-                loss = float(getattr(outcome, "loss", outcome))
-                result.rejected += not getattr(outcome, "accepted", True)
-                result.steps += 1
-                result.train_time += elapsed
-                losses.append(loss)
-                bar.update(min(elapsed if by_time else 1, budget - bar.n))
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if not math.isfinite(loss):
-                    result.diverged = True
-                    record()
-                elif used() >= marks[0]:
-                    record()
-                    bar.set_postfix(loss=f"{loss:.4f}",
-                                    acc=f"{result.history[-1].test_accuracy:.3f}")
-                    while marks and used() >= marks[0]:
-                        marks.pop(0)
-                elif save_every and result.steps % save_every == 0:
-                    save()
-                if interrupts:
-                    save()
-                    raise KeyboardInterrupt
-        finally:
-            bar.close()
-    return result
+    def used(self) -> float:
+        """The budget spent: seconds of steps, or steps."""
+        return self.result.train_time if self.by_time else self.result.steps
+
+    def take_step(self, batch) -> tuple[float, float]:
+        """One optimizer step: ``(loss, seconds)``; a non-finite loss marks divergence."""
+        started = time.perf_counter()
+        outcome = self.optimizer.step(*batch)
+        elapsed = time.perf_counter() - started
+        loss = float(getattr(outcome, "loss", outcome))
+        self.result.rejected += not getattr(outcome, "accepted", True)
+        self.result.steps += 1
+        self.result.train_time += elapsed
+        self.losses.append(loss)
+        self.result.diverged = not math.isfinite(loss)
+        return loss, elapsed
+
+    def record(self) -> None:
+        """Evaluate, append a :class:`Checkpoint` to the history, and save."""
+        mean_loss = float(np.mean(self.losses)) if self.losses else math.nan
+        self.losses.clear()
+        steps = self.result.steps
+        self.result.history.append(Checkpoint(
+            step=steps, epoch=steps / self.steps_per_epoch, time=self.result.train_time,
+            train_loss=mean_loss, **self.evaluate()))
+        self.save()
+
+    def save(self) -> None:
+        """Write the checkpoint file, if there is one."""
+        if self.checkpoint_path is None:
+            return
+        result = self.result
+        save_checkpoint(self.checkpoint_path, {
+            "run": self.settings, "optimizer": self.optimizer.state_dict(),
+            "losses": list(self.losses),
+            "result": {"steps": result.steps, "train_time": result.train_time,
+                       "diverged": result.diverged, "rejected": result.rejected,
+                       "history": [asdict(point) for point in result.history]}})
 
 
 def _resume(path, run: dict, optimizer: Optimizer, result: TrainResult,

@@ -28,27 +28,27 @@ import pytensor
 import pytensor.tensor as pt
 
 from sgn_theano import data
+from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.bench.plots import plot_runs
+from sgn_theano.bench.table import format_table
+from sgn_theano.bench.tasks import (
+    CLASSIFICATION,
+    MODELS,
+    TASK_DEFAULTS,
+    TASKS,
+    build_model,
+    load_task,
+    metric_of,
+)
+from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.losses import softmax_cross_entropy, squared_error
-from sgn_theano.models import lenet5, mlp, vgg_small
-from sgn_theano.modes import MODES, compile_mode, default_mode_name
+from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
 from sgn_theano.optimizer import SGN
-from sgn_theano.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.updates import adam, sgd
 
 __all__ = ["main", "parse_optimizers"]
 
-TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression")
-CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
-MODELS = ("mlp", "lenet5", "vgg")
 DEFAULT_VALUES = {"sgn": 3.0, "sgd": 0.1, "adam": 1e-3}
-#: Per task: MLP widths, hidden activation, batch size (None: the full training set).
-TASK_DEFAULTS = {
-    "fashion-mnist": ("784-256-256-10", "relu", 1000),
-    "mnist": ("784-256-256-10", "relu", 1000),
-    "cifar10": ("3072-256-256-10", "relu", 1000),
-    "sine": ("1-64-64-1", "tanh", None),
-    "regression": ("10-64-64-1", "tanh", None),
-}
 
 
 def parse_optimizers(spec: str) -> list[tuple[str, float]]:
@@ -122,30 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_task(args) -> tuple[np.ndarray, ...]:
-    if args.task == "fashion-mnist":
-        return data.load_fashion_mnist(args.data_dir or data.FASHION_MNIST_DIR)
-    if args.task == "sine":
-        return data.sine_task(args.frequency)
-    if args.task == "regression":
-        return data.load_diabetes_task()
-    if args.data_dir is None:
-        raise FileNotFoundError(f"--task {args.task} needs --data-dir (the folder of its files)")
-    if args.task == "mnist":
-        return data.load_mnist(args.data_dir)
-    return data.load_cifar10(args.data_dir, flatten=True)
-
-
-def build_model(args, x, seed: int):
-    """Logits (or regression outputs) and parameters of the chosen model."""
-    if args.model == "lenet5":
-        return lenet5(x, activation=args.activation, seed=seed)
-    if args.model == "vgg":
-        return vgg_small(x, activation=args.activation, seed=seed)
-    sizes = [int(size) for size in args.sizes.split("-")]
-    return mlp(x, sizes, activation=args.activation, seed=seed)
-
-
 def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> TrainResult:
     """Build a fresh model and train it with one optimizer setting."""
     x_train, y_train, x_test, y_test = arrays
@@ -175,56 +151,6 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> Tr
     return result
 
 
-def metric_of(task: str) -> str:
-    return "test_accuracy" if task in CLASSIFICATION else "test_loss"
-
-
-def steps_to_target(result: TrainResult, metric: str, target: float) -> float:
-    """Steps at the first checkpoint whose metric reaches ``target`` (nan if none)."""
-    for point in result.history:
-        value = getattr(point, metric)
-        if (value >= target) if metric == "test_accuracy" else (value <= target):
-            return float(point.step)
-    return float("nan")
-
-
-def value_at(result: TrainResult, mark: float, unit: str, metric: str) -> float:
-    """Metric at the first checkpoint at or past ``mark`` (seconds or epochs)."""
-    for point in result.history[1:]:
-        if getattr(point, unit) >= mark - 1e-9:
-            return getattr(point, metric)
-    return float("nan")
-
-
-def format_table(groups: dict[str, list[TrainResult]], marks: Sequence[float], args) -> str:
-    """One row per optimizer setting: medians over seeds of the metric at each mark, of
-    steps/s, rejected steps, steps to the target and the final train loss."""
-    metric, unit = metric_of(args.task), "epoch" if args.epochs is not None else "time"
-    short = "acc" if metric == "test_accuracy" else "loss"
-    suffix = "ep" if unit == "epoch" else "s"
-    header = ["optimizer", *[f"{short}@{mark:g}{suffix}" for mark in marks], "steps",
-              "steps/s", "rejected", "final train loss"]
-    if args.target is not None:
-        header.insert(len(marks) + 1, f"steps to {args.target:g}")
-    rows = [header]
-    for name, results in groups.items():
-        values = [np.median([value_at(r, mark, unit, metric) for r in results]) for mark in marks]
-        cells = [f"{100 * v:.1f}%" if short == "acc" else f"{v:.4f}" for v in values]
-        row = [name, *cells, f"{np.median([r.steps for r in results]):.0f}",
-               f"{np.median([r.steps_per_second for r in results]):.1f}",
-               f"{np.median([r.rejected for r in results]):.0f}",
-               f"{np.median([r.history[-1].train_loss for r in results]):.4f}"
-               + (" (diverged)" if any(r.diverged for r in results) else "")]
-        if args.target is not None:
-            reached = np.median([steps_to_target(r, metric, args.target) for r in results])
-            row.insert(len(marks) + 1, "-" if np.isnan(reached) else f"{reached:.0f}")
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def _apply_defaults(args) -> None:
     sizes, activation, batch = TASK_DEFAULTS[args.task]
     args.sizes = args.sizes or sizes
@@ -238,9 +164,12 @@ def _apply_defaults(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run ``sgn-bench`` with the command-line arguments ``argv``; the exit status."""
+    args = build_parser().parse_args(argv)
     _apply_defaults(args)
+    # What a benchmark process wants, done here and not on import (README, "Performance").
+    reuse_freed_memory()
+    link_openblas()
     mode_name = args.mode or default_mode_name()
     mode = compile_mode(mode_name)
     try:
@@ -263,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             groups.setdefault(label(name, value), []).append(result)
     print()
     print(format_table(groups, marks, args))
+    if args.output:
+        write_record(groups, args, mode_name)
+    return 0
+
+
+def write_record(groups: dict[str, list[TrainResult]], args, mode_name: str) -> None:
+    """The JSON record at ``args.output`` and, unless ``--no-plots``, its PNG plots."""
     record = {
         "config": {**vars(args), "optimizers": [list(spec) for spec in args.optimizers],
                    "mode": mode_name, "metric": metric_of(args.task)},
@@ -274,20 +210,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                  for name, results in groups.items()
                  for seed, result in zip(args.seeds, results)],
     }
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as stream:
-            json.dump(record, stream, indent=1)
-        print(f"\nwrote {args.output}")
-        if not args.no_plots:
-            try:
-                from sgn_theano.plots import plot_runs
-
-                paths = plot_runs(record, os.path.splitext(args.output)[0])
-            except ImportError:
-                paths = []
-                print("sgn-bench: matplotlib is not installed, so no plots "
-                      "(`pip install sgn_theano[bench]`)", file=sys.stderr)
-            for path in paths:
-                print(f"wrote {path}")
-    return 0
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as stream:
+        json.dump(record, stream, indent=1)
+    print(f"\nwrote {args.output}")
+    if args.no_plots:
+        return
+    try:
+        paths = plot_runs(record, os.path.splitext(args.output)[0])
+    except ImportError:
+        print("sgn-bench: matplotlib is not installed, so no plots "
+              "(`pip install sgn_theano[bench]`)", file=sys.stderr)
+        return
+    for path in paths:
+        print(f"wrote {path}")

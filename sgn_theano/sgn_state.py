@@ -1,0 +1,58 @@
+"""The shared variables an SGN step reads and writes, in one named record."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytensor
+from pytensor.compile.sharedvalue import SharedVariable
+
+from sgn_theano.sgn_config import SGNConfig
+from sgn_theano.updates import shared_zeros_like
+
+__all__ = ["SGNState"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNState:
+    """Every shared variable of one :class:`sgn_theano.SGN`, by role.
+
+    Blocks (``params``, ``momentum``, ``direction``) are lists shaped like the
+    parameters; a buffer an option does not use is an empty list, a counter it does
+    not use is ``None``.
+    """
+
+    params: list[SharedVariable]  # the model, updated in place by each accepted step
+    damping: SharedVariable  # shape=(), the model's dtype: rho of the next step
+    step_count: SharedVariable  # shape=(), dtype=int64: steps taken, accepted or not
+    momentum: list[SharedVariable]  # m_t, the gradient average (momentum > 0)
+    momentum_count: SharedVariable | None  # shape=(), dtype=int64: t of the bias correction
+    direction: list[SharedVariable]  # the last accepted direction (warm_start > 0)
+
+    @classmethod
+    def create(cls, params: list[SharedVariable], config: SGNConfig, dtype: str) -> SGNState:
+        """Fresh state: the given parameters, ``config.damping``, zero counters and
+        buffers."""
+        use_momentum = config.momentum > 0
+        return cls(
+            params=params,
+            damping=pytensor.shared(np.asarray(config.damping, dtype), name="damping"),
+            step_count=pytensor.shared(np.int64(0), name="step_count"),
+            momentum=[shared_zeros_like(p, "momentum") for p in params] if use_momentum else [],
+            momentum_count=(pytensor.shared(np.int64(0), name="momentum_count")
+                            if use_momentum else None),
+            direction=([shared_zeros_like(p, "direction") for p in params]
+                       if config.warm_start > 0 else []),
+        )
+
+    def roles(self) -> dict[str, list[SharedVariable]]:
+        """``{role: [shared variable, ...]}`` for the roles in use, in field order (the
+        layout of :meth:`sgn_theano.SGN.state_dict`)."""
+        roles = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            variables = value if isinstance(value, list) else [] if value is None else [value]
+            if variables or field.name == "params":
+                roles[field.name] = variables
+        return roles

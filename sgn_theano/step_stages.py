@@ -1,0 +1,311 @@
+"""The SGN step graph, stage by stage.
+
+Each stage is a small function on symbolic variables, testable on its own:
+:func:`right_hand_side` (:math:`b = -g`, or the bias-corrected gradient average),
+:func:`gauss_newton_direction` (CG on :math:`(G + \\rho I) d = b`),
+:func:`choose_step_size` (Armijo backtracking, or the fixed step),
+:func:`trust_ratio` (actual over predicted change), :func:`rejection_status` (the
+first failed check, as a :class:`Rejection`) and :func:`next_damping`.
+:func:`build_step` chains them into the outputs (:class:`StepOutputs`) and updates
+of one compiled :class:`sgn_theano.SGN` step; the class docstring gives the math.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.replace import graph_replace
+from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.cg import CGResult, conjugate_gradient, dot
+from sgn_theano.curvature import gauss_newton_product
+from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
+from sgn_theano.line_search import armijo_backtracking
+from sgn_theano.preconditioners import diagonal_preconditioner
+from sgn_theano.sgn_config import SGNConfig
+from sgn_theano.sgn_state import SGNState
+
+__all__ = [
+    "Rejection",
+    "StepInfo",
+    "StepOutputs",
+    "StepSize",
+    "build_step",
+    "choose_step_size",
+    "gauss_newton_direction",
+    "next_damping",
+    "rejection_status",
+    "right_hand_side",
+    "trust_ratio",
+]
+
+Blocks = list[TensorVariable]
+
+#: Factor raising the damping after a rejected step when the trust region is off.
+REJECTION_DAMPING_FACTOR = 1.5
+
+
+class Rejection(enum.IntEnum):
+    """Why a step was rejected (``ACCEPTED`` when it was not), in the order checked."""
+
+    ACCEPTED = 0
+    NON_FINITE_GRADIENT = 1
+    UNUSABLE_DIRECTION = 2
+    NO_SUFFICIENT_DECREASE = 3
+    NON_FINITE_LOSS_AFTER = 4
+    RATIO_BELOW_THRESHOLD = 5
+
+    @property
+    def reason(self) -> str:
+        """The reason in words, as :attr:`StepInfo.reason` gives it."""
+        return _REASONS[self]
+
+
+_REASONS = {
+    Rejection.ACCEPTED: "",
+    Rejection.NON_FINITE_GRADIENT: "non-finite loss or gradient",
+    Rejection.UNUSABLE_DIRECTION: "non-finite search direction, or not a descent direction",
+    Rejection.NO_SUFFICIENT_DECREASE: "line search found no sufficient decrease",
+    Rejection.NON_FINITE_LOSS_AFTER: "non-finite loss after the step",
+    Rejection.RATIO_BELOW_THRESHOLD: "trust-region ratio below the rejection threshold",
+}
+
+
+class StepOutputs(NamedTuple):
+    """What the compiled step returns, one field a symbolic scalar."""
+
+    loss: TensorVariable  # L(theta) on the batch
+    loss_after: TensorVariable  # L(theta + alpha d); nan where not evaluated
+    damping: TensorVariable  # rho used for this step's direction
+    ratio: TensorVariable  # r; nan where not evaluated or not what decided the step
+    step_size: TensorVariable  # alpha
+    cg_iterations: TensorVariable  # dtype=int64
+    cg_residual_norm: TensorVariable  # ||b - (G + rho I) d||
+    line_search_tries: TensorVariable  # dtype=int64
+    status: TensorVariable  # dtype=int8: a Rejection code
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one :meth:`sgn_theano.SGN.step`."""
+
+    loss: float  # L(theta) on the batch, before the step
+    loss_after: float  # L(theta + alpha d) at the step size taken; nan if not evaluated
+    damping: float  # rho used to solve for this step's direction
+    ratio: float  # trust-region ratio r; nan if the loss after the step was not evaluated
+    step_size: float  # alpha taken (the last one tried if the step was rejected)
+    cg_iterations: int  # CG iterations that updated the direction
+    cg_residual_norm: float  # ||-g - (G + rho I) d|| at the end of CG
+    line_search_tries: int  # loss evaluations in the line search; 0 without one
+    accepted: bool  # whether the parameters moved
+    reason: str  # why the step was rejected; "" when accepted
+
+    @classmethod
+    def from_outputs(cls, values: StepOutputs) -> StepInfo:
+        """The diagnostics from the values of a compiled step's :class:`StepOutputs`."""
+        fields = values._asdict()
+        rejection = Rejection(int(fields.pop("status")))
+        converted = {name: (int if name in ("cg_iterations", "line_search_tries") else float)(
+            value) for name, value in fields.items()}
+        return cls(**converted, accepted=rejection is Rejection.ACCEPTED,
+                   reason=rejection.reason)
+
+
+class StepSize(NamedTuple):
+    """What :func:`choose_step_size` returns; every field is symbolic."""
+
+    step_size: TensorVariable  # alpha
+    loss_after: TensorVariable  # L(theta + alpha d); nan where not evaluated
+    tries: TensorVariable  # dtype=int64: loss evaluations of the line search
+    success: TensorVariable  # dtype=bool: whether the line search found a decrease
+
+
+def gauss_newton_direction(
+    loss: TensorVariable,
+    params: Sequence[TensorVariable],
+    outputs: TensorVariable,
+    rhs: Sequence[TensorVariable],
+    damping: TensorVariable,
+    *,
+    max_cg_iters: int,
+    cg_tol: float | TensorVariable = 0.0,
+    x0: Sequence[TensorVariable] | None = None,
+    preconditioner: Callable[[Blocks], Blocks] | None = None,
+    progress_tol: float = 0.0,
+    early_exit: bool = True,
+) -> CGResult:
+    """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
+
+    Parameters
+    ----------
+    loss, params, outputs
+        As in :func:`sgn_theano.curvature.gauss_newton_product`.
+    rhs : list of TensorVariable
+        :math:`b`, shaped like ``params`` (``-g`` for the SGN direction).
+    damping : scalar TensorVariable
+        :math:`\\rho \\ge 0`.
+    max_cg_iters, cg_tol, x0, preconditioner, progress_tol, early_exit
+        As ``max_iters``, ``tol``, ``x0``, ``preconditioner``, ``progress_tol`` and
+        ``early_exit`` of :func:`sgn_theano.cg.conjugate_gradient`.
+    """
+
+    def damped_product(vectors: Blocks) -> Blocks:
+        products = gauss_newton_product(loss, outputs, params, vectors)
+        return [product + damping * vector for product, vector in zip(products, vectors)]
+
+    return conjugate_gradient(
+        damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
+        preconditioner=preconditioner, progress_tol=progress_tol, early_exit=early_exit,
+    )
+
+
+def right_hand_side(gradients: Blocks, gradient_finite: TensorVariable, state: SGNState,
+                    config: SGNConfig) -> tuple[Blocks, OrderedDict]:
+    """:math:`b = -g`, or with momentum :math:`\\beta` the bias-corrected average
+    :math:`b = -m_t / (1 - \\beta^t)`, :math:`m_t = \\beta m_{t-1} + (1 - \\beta) g`.
+
+    Returns ``(b, updates)``: the updates of the momentum buffers and count, which keep
+    their values when ``gradient_finite`` is false.
+    """
+    if not state.momentum:
+        return [-g for g in gradients], OrderedDict()
+    dtype = state.damping.dtype
+    beta = pt.constant(config.momentum, dtype=dtype)
+    count = state.momentum_count
+    averages = [beta * m + (1 - beta) * g for m, g in zip(state.momentum, gradients)]
+    correction = 1 - beta ** pt.cast(count + 1, dtype)
+    updates = OrderedDict((m, pt.switch(gradient_finite, average, m))
+                          for m, average in zip(state.momentum, averages))
+    updates[count] = pt.switch(gradient_finite, count + 1, count)
+    return [-average / correction for average in averages], updates
+
+
+def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config: SGNConfig,
+                     early_exit: bool) -> CGResult:
+    """CG on :math:`(G + \\rho I) d = b` with the options of ``config``: the tolerance
+    relative to :math:`\\lVert b \\rVert`, the warm start from the last accepted
+    direction, and the preconditioner."""
+    rho, dtype = state.damping, state.damping.dtype
+    x0 = None
+    if state.direction:
+        decay = pt.constant(config.warm_start, dtype=dtype)
+        x0 = [decay * previous for previous in state.direction]
+    preconditioner = config.preconditioner
+    if preconditioner == "jacobi":
+        preconditioner = diagonal_preconditioner(rhs, rho)
+    tolerance = pt.constant(config.cg_tol, dtype=dtype) * pt.sqrt(dot(rhs, rhs))
+    return gauss_newton_direction(
+        loss, params, outputs, rhs, rho, max_cg_iters=config.max_cg_iters, cg_tol=tolerance,
+        x0=x0, preconditioner=preconditioner, progress_tol=config.cg_progress_tol,
+        early_exit=early_exit,
+    )
+
+
+def choose_step_size(loss: TensorVariable, params: Sequence, direction: Blocks,
+                     slope: TensorVariable, config: SGNConfig, early_exit: bool) -> StepSize:
+    """Armijo backtracking from ``config.learning_rate`` with ``config.line_search``;
+    otherwise that step size, with the loss after it evaluated for the trust region."""
+    dtype = loss.dtype
+
+    def loss_at(step_size):
+        moved = {p: p + step_size * d for p, d in zip(params, direction)}
+        return graph_replace(loss, replace=moved)
+
+    learning_rate = pt.constant(config.learning_rate, dtype=dtype)
+    if config.line_search:
+        search = armijo_backtracking(loss_at, loss, slope, initial_step=learning_rate,
+                                     early_exit=early_exit)
+        return StepSize(search.step_size, search.loss, search.tries, search.success)
+    loss_after = (loss_at(learning_rate) if config.trust_region
+                  else pt.constant(np.nan, dtype=dtype))
+    return StepSize(learning_rate, loss_after, pt.constant(0, "int64"),
+                    pt.as_tensor_variable(np.array(True)))
+
+
+def trust_ratio(change: TensorVariable, step_size: TensorVariable, slope: TensorVariable,
+                damped_curvature: TensorVariable,
+                config: SGNConfig) -> tuple[TensorVariable, TensorVariable]:
+    """The ratio :math:`r` of the actual ``change`` of the loss to the model's
+    prediction :math:`\\alpha g^\\top d + \\tfrac12 \\alpha^2 d^\\top (G + \\rho I) d`,
+    and whether :math:`r \\ge` ``config.rejection_threshold`` (false for a nan
+    :math:`r`: a model that predicts no decrease)."""
+    predicted = step_size * slope + step_size**2 * damped_curvature / 2
+    ratio = model_decrease_ratio(change, predicted)
+    return ratio, ratio >= pt.constant(config.rejection_threshold, dtype=ratio.dtype)
+
+
+def rejection_status(checks: Sequence[tuple[Rejection, TensorVariable]]) -> TensorVariable:
+    """The :class:`Rejection` code of the first check in ``checks`` that fails (a
+    boolean scalar that is false), or ``ACCEPTED`` (an int8 scalar)."""
+    status = pt.constant(Rejection.ACCEPTED.value, dtype="int8")
+    for rejection, passed in reversed(checks):
+        status = pt.switch(passed, status, pt.constant(rejection.value, dtype="int8"))
+    return status
+
+
+def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVariable,
+                 state: SGNState, config: SGNConfig) -> TensorVariable:
+    """The damping of the next step: the trust-region rule on ``ratio``, or the
+    schedule's next value, raised to at least :math:`3\\rho/2` after a rejected step."""
+    if config.trust_region:
+        return trust_region_damping(rho, ratio, min_damping=config.min_damping,
+                                    max_damping=config.max_damping)
+    scheduled = pt.cast(scheduled_damping(
+        state.step_count + 1, initial=config.damping, final=config.min_damping,
+        steps=config.damping_decay_steps or 1, schedule=config.damping_schedule,
+    ), rho.dtype)
+    ceiling = pt.constant(max(config.max_damping, config.damping), dtype=rho.dtype)
+    raised = pt.minimum(
+        pt.maximum(scheduled, pt.constant(REJECTION_DAMPING_FACTOR, dtype=rho.dtype) * rho),
+        ceiling)
+    return pt.switch(accepted, scheduled, raised)
+
+
+def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
+               config: SGNConfig, early_exit: bool) -> tuple[StepOutputs, OrderedDict]:
+    """The outputs and updates of one SGN step: the stages of this module in order."""
+    params, rho = state.params, state.damping
+    gradients = pytensor.grad(loss, params)
+    gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
+    rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
+    solution = search_direction(loss, params, outputs, rhs, state, config, early_exit)
+    direction = solution.x
+    slope = dot(gradients, direction)
+    damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
+    size = choose_step_size(loss, params, direction, slope, config, early_exit)
+    checks = [
+        (Rejection.NON_FINITE_GRADIENT, gradient_finite),
+        (Rejection.UNUSABLE_DIRECTION, pt.isfinite(dot(direction, direction))
+         & pt.isfinite(damped_curvature) & (slope < 0)),
+        (Rejection.NO_SUFFICIENT_DECREASE, size.success),
+    ]
+    ratio = pt.constant(np.nan, dtype=loss.dtype)
+    if config.evaluates_loss_after:
+        ratio, ratio_ok = trust_ratio(size.loss_after - loss, size.step_size, slope,
+                                      damped_curvature, config)
+        checks += [(Rejection.NON_FINITE_LOSS_AFTER, pt.isfinite(size.loss_after)),
+                   (Rejection.RATIO_BELOW_THRESHOLD, ratio_ok)]
+    status = rejection_status(checks)
+    accepted = pt.eq(status, Rejection.ACCEPTED.value)
+    # Report r where it was computed and decided nothing else: accepted, or rejected by it.
+    ratio = pt.switch(accepted | pt.ge(status, Rejection.RATIO_BELOW_THRESHOLD.value), ratio,
+                      pt.constant(np.nan, dtype=loss.dtype))
+    updates[rho] = next_damping(rho, ratio, accepted, state, config)
+    for param, d in zip(params, direction):
+        updates[param] = pt.switch(accepted, param + size.step_size * d, param)
+    for previous, d in zip(state.direction, direction):
+        updates[previous] = pt.switch(accepted, d, previous)
+    # Counted through `status`, so the count runs after everything the batch feeds: an
+    # error raised while the step runs (a label out of range) cannot leave it incremented,
+    # even in backends that update shared variables in place early.
+    updates[state.step_count] = state.step_count + pt.cast(pt.ge(status, 0), "int64")
+    step_outputs = StepOutputs(
+        loss=loss, loss_after=size.loss_after, damping=rho, ratio=ratio,
+        step_size=size.step_size, cg_iterations=solution.iterations,
+        cg_residual_norm=solution.residual_norm, line_search_tries=size.tries, status=status)
+    return step_outputs, updates
