@@ -8,20 +8,23 @@ library's (:mod:`sgn_theano.losses`) or the same loss written by hand. A build i
 the construction of an :class:`~sgn_theano.SGN` (default step: line search + trust
 region; or fixed step) or the compilation of :func:`~sgn_theano.sgn` updates with
 ``pytensor.function(..., mode=compile_mode(...))``, plus its first call on an 8-row
-batch (JIT backends such as NUMBA compile there). Each figure is the median over
-``--repeats`` builds of the same case, and ``hand / library`` is the ratio between the
-two losses on the same network and build, measured in the same run.
+batch (JIT backends such as NUMBA compile there). The two losses of one network and
+build are measured as a pair, alternating (library then hand, then hand then library,
+...), with a garbage collection before each build so no build pays for the garbage of
+the one before; each figure is the median over ``--repeats`` builds, and
+``hand / library`` the ratio of the pair's medians.
 
 Run it twice: the first run fills PyTensor's compile cache, the second measures with a
 warm cache (the figures the README reports).
 
-    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--repeats 1]
+    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--repeats 3]
                                        [--output results/bench_compile.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -126,25 +129,38 @@ def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
 
 
 def cases(quick: bool) -> list[tuple[tuple, str]]:
-    """((model, depth, activation, loss, hand), build) for every measurement."""
+    """((model, depth, activation, loss), build) for every pair of measurements."""
     depths = (1, 3, 5) if quick else (1, 2, 3, 4, 5)
     activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
     loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
-    grid = [(("mlp", depth, activation, loss_name, hand), "SGN k=3")
-            for depth in depths for activation in activations for loss_name in loss_names
-            for hand in (False, True)]
+    grid = [(("mlp", depth, activation, loss_name), "SGN k=3")
+            for depth in depths for activation in activations for loss_name in loss_names]
     if not quick:  # every build on one depth, for two activations
-        grid += [(("mlp", 3, activation, loss_name, hand), build)
+        grid += [(("mlp", 3, activation, loss_name), build)
                  for activation in ("tanh", "relu h*(h>0)") for loss_name in LOSSES
-                 for build in BUILDS if build != "SGN k=3" for hand in (False, True)]
+                 for build in BUILDS if build != "SGN k=3"]
     lenet_builds = ("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed", "sgn() k=3")
-    grid += [(("lenet5", 0, "relu", "softmax cross-entropy", hand), build)
-             for build in lenet_builds for hand in (False, True)]
+    grid += [(("lenet5", 0, "relu", "softmax cross-entropy"), build) for build in lenet_builds]
     return grid
 
 
+def measure_pair(case: tuple, build: str, mode, repeats: int) -> dict[str, dict]:
+    """Median figures of the library's loss and the hand-written one, built alternately."""
+    runs: dict[bool, list] = {False: [], True: []}
+    for repeat in range(repeats):
+        for hand in (False, True) if repeat % 2 == 0 else (True, False):
+            gc.collect()
+            runs[hand].append(time_build((*case, hand), build, mode))
+    figures = {}
+    for hand, name in ((False, "library"), (True, "hand")):
+        construct, first_call = (float(np.median(values)) for values in zip(*runs[hand]))
+        figures[name] = {"construct_s": construct, "first_call_s": first_call,
+                         "build_s": construct + first_call}
+    return figures
+
+
 def describe(case: tuple) -> str:
-    model, depth, activation, loss_name, _ = case
+    model, depth, activation, loss_name = case
     network = "LeNet-5" if model == "lenet5" else f"MLP {depth}x{WIDTH} {activation}"
     return f"{network}, {loss_name}"
 
@@ -169,7 +185,7 @@ def main() -> None:
                         help="compile modes (default: the library's default mode)")
     parser.add_argument("--quick", action="store_true",
                         help="depths 1, 3, 5; tanh and h*(h>0); softmax cross-entropy")
-    parser.add_argument("--repeats", type=int, default=1, help="builds of each case")
+    parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
     parser.add_argument("--output", default="results/bench_compile.json")
     args = parser.parse_args()
     reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
@@ -179,23 +195,14 @@ def main() -> None:
               "repeats": args.repeats, "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:
         mode = compile_mode(mode_name)
-        measured: dict[tuple, dict] = {}
-        for index, (case, build) in enumerate(grid, start=1):
-            runs = [time_build(case, build, mode) for _ in range(args.repeats)]
-            construct, first_call = (float(np.median(values)) for values in zip(*runs))
-            measured[case, build] = {"construct_s": construct, "first_call_s": first_call,
-                                     "build_s": construct + first_call}
-            print(f"[{mode_name} {index}/{len(grid)}] {describe(case)}, "
-                  f"{'by hand' if case[-1] else 'library'} loss, {build}: "
-                  f"{construct:.2f} s + first call {first_call:.2f} s", flush=True)
         rows = []
-        for (case, build), figures in measured.items():
-            if case[-1]:
-                library = measured[(*case[:-1], False), build]
-                rows.append({"case": describe(case), "build": build,
-                             "library_s": library["build_s"], "hand_s": figures["build_s"],
-                             "hand_over_library": figures["build_s"] / library["build_s"],
-                             "library": library, "hand": figures})
+        for index, (case, build) in enumerate(grid, start=1):
+            figures = measure_pair(case, build, mode, args.repeats)
+            library, hand = figures["library"]["build_s"], figures["hand"]["build_s"]
+            rows.append({"case": describe(case), "build": build, "library_s": library,
+                         "hand_s": hand, "hand_over_library": hand / library, **figures})
+            print(f"[{mode_name} {index}/{len(grid)}] {describe(case)}, {build}: library "
+                  f"{library:.2f} s, by hand {hand:.2f} s", flush=True)
         report["modes"][mode_name] = rows
         print_table(mode_name, rows)
     write_report(report, args.output)

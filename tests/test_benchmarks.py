@@ -35,7 +35,7 @@ def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path)
     output = tmp_path / "compile.json"
     completed = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench_compile.py"), "--quick",
-         "--modes", "FAST_COMPILE", "--output", str(output)],
+         "--modes", "FAST_COMPILE", "--repeats", "1", "--output", str(output)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
     rows = json.loads(output.read_text())["modes"]["FAST_COMPILE"]
