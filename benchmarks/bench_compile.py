@@ -17,7 +17,7 @@ the one before; each figure is the median over ``--repeats`` builds, and
 Run it twice: the first run fills PyTensor's compile cache, the second measures with a
 warm cache (the figures the README reports).
 
-    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--repeats 3]
+    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--repeats 3]
                                        [--output results/bench_compile.json]
 """
 
@@ -128,9 +128,10 @@ def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
     return constructed - start, time.perf_counter() - constructed
 
 
-def cases(quick: bool) -> list[tuple[tuple, str]]:
-    """((model, depth, activation, loss), build) for every pair of measurements."""
-    depths = (1, 3, 5) if quick else (1, 2, 3, 4, 5)
+def cases(quick: bool, depths: list[int] | None = None) -> list[tuple[tuple, str]]:
+    """((model, depth, activation, loss), build) for every pair of measurements;
+    ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5."""
+    depths = depths or ((1, 3, 5) if quick else (1, 2, 3, 4, 5))
     activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
     loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
     grid = [(("mlp", depth, activation, loss_name), "SGN k=3")
@@ -185,12 +186,14 @@ def main() -> None:
                         help="compile modes (default: the library's default mode)")
     parser.add_argument("--quick", action="store_true",
                         help="depths 1, 3, 5; tanh and h*(h>0); softmax cross-entropy")
+    parser.add_argument("--depths", type=int, nargs="+", default=None,
+                        help="hidden layers of the MLPs (default: 1 3 5 with --quick, else 1-5)")
     parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
     parser.add_argument("--output", default="results/bench_compile.json")
     args = parser.parse_args()
     reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
     link_openblas()
-    grid = cases(args.quick)
+    grid = cases(args.quick, args.depths)
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "repeats": args.repeats, "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:

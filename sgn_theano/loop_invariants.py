@@ -95,8 +95,9 @@ def scan_on_stand_ins(
 
     ``scan`` infers the shape of each initial state (to allocate its trace) by loading
     that state's whole graph into a shape-inference graph, which for a CG state made
-    from a CNN's gradient dominated the build of the SGN step. Fresh variables of the same types have no graph behind them; the real
-    inputs are substituted into the finished loop.
+    from a CNN's gradient dominated the build of the SGN step. Fresh variables of the
+    same types have no graph behind them; the real inputs are substituted into the
+    finished loop.
 
     Parameters
     ----------

@@ -8,15 +8,35 @@ checks through the optimized C and NUMBA backends.
 from __future__ import annotations
 
 import importlib.util
+import os
 
-import numpy as np
-import pytensor
-import pytensor.tensor as pt
-import pytest
-from pytensor.gradient import jacobian
 
-from sgn_theano import link_openblas, losses
-from sgn_theano.models import mlp
+def _compile_directory_per_worker() -> None:
+    """Give each pytest-xdist worker a PyTensor compile directory of its own, before
+    PyTensor is imported: PyTensor compiles C code under one lock per directory, so
+    workers sharing one would compile one module at a time. Subprocesses of the tests
+    inherit it. Explicit ``compiledir``/``base_compiledir`` flags get a worker subfolder."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    flags = [item for item in os.environ.get("PYTENSOR_FLAGS", "").split(",") if item]
+    settings = dict(item.split("=", 1) for item in flags)
+    name = "compiledir" if "compiledir" in settings else "base_compiledir"
+    base = settings.get(name, os.path.join(os.path.expanduser("~"), ".pytensor"))
+    settings[name] = os.path.join(base, f"xdist-{worker}")
+    os.environ["PYTENSOR_FLAGS"] = ",".join(f"{key}={value}" for key, value in settings.items())
+
+
+_compile_directory_per_worker()
+
+import numpy as np  # noqa: E402  (PyTensor must come after the compile directory is set)
+import pytensor  # noqa: E402
+import pytensor.tensor as pt  # noqa: E402
+import pytest  # noqa: E402
+from pytensor.gradient import jacobian  # noqa: E402
+
+from sgn_theano import link_openblas, losses  # noqa: E402
+from sgn_theano.models import mlp  # noqa: E402
 
 link_openblas()  # the C mode's BLAS, set up openly (test_side_effects.py tests the default)
 

@@ -117,23 +117,36 @@ def test_errors_name_the_problem():
         max_pool2d(x, 0)
 
 
-@pytest.mark.parametrize("mode", [TEST_MODE, "C", "NUMBA"])
-def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode):
-    # The CG loop body slices the images with symbolic bounds (padding, pooling): scalar
-    # loop invariants that must be handed to the loop as tensors (a regression test).
-    # C and NUMBA too: the patch ops have an implementation of their own in each. Not
-    # JAX: PyTensor's JAX scan needs reshape shapes it can see inside the loop, and the
-    # CG loop receives them as invariants (with either convolution method).
+def tiny_cnn():
     x, y = pt.tensor4("x", dtype="float64"), pt.ivector("y")
     outputs, params = cnn(x, (5, 5, 1), [("conv", 2, 3, 2, 1), ("pool", 3), ("dense", 3)],
                           activation="tanh", seed=6, dtype="float64")
-    loss = softmax_cross_entropy(outputs, y)
+    return softmax_cross_entropy(outputs, y), outputs, params, [x, y]
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_solution():
+    """A batch, and the exact damped SGN direction on it from the dense G (computed once:
+    the dense Jacobians of a CNN are slow to build)."""
+    loss, outputs, params, inputs = tiny_cnn()
     rng = np.random.default_rng(4)
     batch = (rng.standard_normal((4, 5, 5, 1)), np.array([0, 1, 2, 0], np.int32))
-    matrix, gradient = dense_gauss_newton(loss, outputs, params, [x, y])(*batch)
-    expected = -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
+    matrix, gradient = dense_gauss_newton(loss, outputs, params, inputs)(*batch)
+    return batch, -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
+
+
+@pytest.mark.parametrize("mode", [TEST_MODE, "C"])
+def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode, tiny_cnn_solution):
+    # The CG loop body slices the images with symbolic bounds (padding, pooling): scalar
+    # loop invariants that must be handed to the loop as tensors (a regression test).
+    # C too: the patch ops have a C-mode implementation of their own (NUMBA's and JAX's
+    # are checked on the ops alone in test_patches.py). Not JAX: PyTensor's JAX scan
+    # needs reshape shapes it can see inside the loop, and the CG loop receives them as
+    # invariants (with either convolution method).
+    batch, expected = tiny_cnn_solution
+    loss, outputs, params, inputs = tiny_cnn()  # fresh parameters for each mode
     before = flatten(p.get_value() for p in params)
-    SGN(loss, params, outputs, [x, y], max_cg_iters=40, cg_tol=0.0, damping=0.1,
+    SGN(loss, params, outputs, inputs, max_cg_iters=40, cg_tol=0.0, damping=0.1,
         trust_region=False, line_search=False, mode=mode).step(*batch)
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
                                rtol=1e-7, atol=1e-10)

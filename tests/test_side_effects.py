@@ -8,9 +8,12 @@ import textwrap
 
 
 def run_python(code: str, **environment) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter with ``environment`` added (``None`` removes)."""
+    """Run ``code`` in a fresh interpreter with ``environment`` added (``None`` removes;
+    ``PYTENSOR_FLAGS`` are appended to the current ones, so later flags win)."""
     env = dict(os.environ)
     for name, value in environment.items():
+        if name == "PYTENSOR_FLAGS" and env.get(name):
+            value = f"{env[name]},{value}"
         env.pop(name, None) if value is None else env.__setitem__(name, value)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                           capture_output=True, text=True)

@@ -19,7 +19,11 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
-from tqdm.auto import tqdm
+
+try:
+    from tqdm.auto import tqdm
+except ImportError as missing:  # the harness's dependencies are the `bench` extra
+    raise ImportError("sgn_theano.bench needs tqdm: pip install 'sgn_theano[bench]'") from missing
 
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
