@@ -17,7 +17,8 @@ the one before; each figure is the median over ``--repeats`` builds, and
 Run it twice: the first run fills PyTensor's compile cache, the second measures with a
 warm cache (the figures the README reports).
 
-    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--repeats 3]
+    python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--no-lenet]
+                                       [--repeats 3]
                                        [--output results/bench_compile.json]
 """
 
@@ -128,7 +129,8 @@ def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
     return constructed - start, time.perf_counter() - constructed
 
 
-def cases(quick: bool, depths: list[int] | None = None) -> list[tuple[tuple, str]]:
+def cases(quick: bool, depths: list[int] | None = None,
+          lenet: bool = True) -> list[tuple[tuple, str]]:
     """((model, depth, activation, loss), build) for every pair of measurements;
     ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5."""
     depths = depths or ((1, 3, 5) if quick else (1, 2, 3, 4, 5))
@@ -141,7 +143,9 @@ def cases(quick: bool, depths: list[int] | None = None) -> list[tuple[tuple, str
                  for activation in ("tanh", "relu h*(h>0)") for loss_name in LOSSES
                  for build in BUILDS if build != "SGN k=3"]
     lenet_builds = ("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed", "sgn() k=3")
-    grid += [(("lenet5", 0, "relu", "softmax cross-entropy"), build) for build in lenet_builds]
+    if lenet:
+        grid += [(("lenet5", 0, "relu", "softmax cross-entropy"), build)
+                 for build in lenet_builds]
     return grid
 
 
@@ -188,12 +192,14 @@ def main() -> None:
                         help="depths 1, 3, 5; tanh and h*(h>0); softmax cross-entropy")
     parser.add_argument("--depths", type=int, nargs="+", default=None,
                         help="hidden layers of the MLPs (default: 1 3 5 with --quick, else 1-5)")
+    parser.add_argument("--lenet", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure LeNet-5 too")
     parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
     parser.add_argument("--output", default="results/bench_compile.json")
     args = parser.parse_args()
     reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
     link_openblas()
-    grid = cases(args.quick, args.depths)
+    grid = cases(args.quick, args.depths, args.lenet)
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "repeats": args.repeats, "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:
