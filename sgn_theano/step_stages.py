@@ -2,7 +2,9 @@
 
 Each stage is a small function on symbolic variables, testable on its own:
 :func:`right_hand_side` (:math:`b = -g`, or the bias-corrected gradient average),
-:func:`gauss_newton_direction` (CG on :math:`(G + \\rho I) d = b`),
+:func:`search_direction` (CG on :math:`(G + \\rho I) d = b` by
+:func:`gauss_newton_direction`, with the options' tolerance, warm start and
+preconditioner),
 :func:`choose_step_size` (Armijo backtracking, or the fixed step),
 :func:`trust_ratio` (actual over predicted change), :func:`rejection_status` (the
 first failed check, as a :class:`Rejection`) and :func:`next_damping`.
@@ -42,6 +44,7 @@ __all__ = [
     "next_damping",
     "rejection_status",
     "right_hand_side",
+    "search_direction",
     "trust_ratio",
 ]
 
