@@ -156,17 +156,18 @@ def check_integer(name: str, value, *, low: int) -> int:
 def check_mode(mode):
     """Resolve a compile mode, or raise ``ValueError`` naming the bad one.
 
-    ``None`` and the names of :data:`sgn_theano.modes.MODES` go through
-    :func:`sgn_theano.modes.compile_mode` (``None``: C linked to OpenBLAS where it is
-    found, else NUMBA); anything else is handed to PyTensor, and its last merge pass
-    made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
+    ``None`` and the names of :data:`sgn_theano.modes.MODES` are
+    :func:`sgn_theano.modes.compile_mode` (``None``: C where a BLAS can be linked, else
+    NUMBA; its errors, such as the C mode without a BLAS, pass through unchanged);
+    anything else is handed to PyTensor, made ready for JAX where it is a JAX mode, and
+    its last merge pass made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
     """
     from sgn_theano.merge_rewrite import with_destroy_aware_merge
     from sgn_theano.modes import MODES, compile_mode, loops_can_exit_early, prepare_jax_backend
 
+    if mode is None or isinstance(mode, str) and mode in MODES:
+        return compile_mode(mode)
     try:
-        if mode is None or isinstance(mode, str) and mode in MODES:
-            mode = compile_mode(mode)
         resolved = pytensor.compile.mode.get_mode(mode)
     except Exception as error:  # pytensor raises several kinds for unknown names
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None

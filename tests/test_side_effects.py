@@ -44,12 +44,13 @@ def test_import_and_construction_change_nothing():
 LINK = """
     import warnings, pytensor
     from sgn_theano.modes import compile_mode, default_mode_name
+    from sgn_theano.validation import check_mode
     print(default_mode_name())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for _ in range(2):
+        for resolve in (compile_mode, check_mode):  # check_mode: what SGN(mode="C") does
             try:
-                compile_mode("C")
+                resolve("C")
             except ValueError as error:
                 print("refused:", error)
     print(len(caught), repr(pytensor.config.blas__ldflags))
@@ -72,4 +73,5 @@ def test_the_openblas_link_can_be_turned_off():
     lines = completed.stdout.splitlines()
     assert lines[0] == "NUMBA"
     assert lines[1].startswith("refused: The C mode needs a BLAS")
+    assert lines[2] == lines[1]  # the same error through SGN's mode check
     assert "0 ''" in lines
