@@ -47,9 +47,12 @@ MODELS = {
                       lambda x: lenet5(x, seed=0, conv_method="shifted")),
 }
 CG_ITERATIONS = (3, 5, 10)
+#: The curvature mini-batch of the figures that use one (``SGN(curvature_fraction=...)``).
+CURVATURE_FRACTION = 0.1
+SUB_BATCH = f"line search + trust region, curvature_fraction={CURVATURE_FRACTION:g}"
 FIGURES = ("gradient", "G v", "SGD step", "Adam step", *(
     f"SGN k={k} ({kind})" for k in CG_ITERATIONS
-    for kind in ("fixed", "line search + trust region")))
+    for kind in ("fixed", "line search + trust region", SUB_BATCH)))
 #: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
 YARDSTICK_FIGURES = {"grad": "gradient", "gv": "G v", "sgd_step": "SGD step",
                      "adam_step": "Adam step",
@@ -95,9 +98,10 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         # np.asarray waits for the result: JAX returns before it has computed it
         return lambda: [np.asarray(output) for output in function(xb, yb)]
 
-    def sgn_step(x, y, logits, params, loss, label, k, line_search):
+    def sgn_step(x, y, logits, params, loss, label, k, line_search, fraction):
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k, cg_tol=0.0,
-                        trust_region=line_search, line_search=line_search, mode=mode)
+                        trust_region=line_search, line_search=line_search,
+                        curvature_fraction=fraction, mode=mode)
         start = optimizer.state_dict()
         iterations = cg_iterations.setdefault(label, [])
 
@@ -113,10 +117,12 @@ def build(model: str, mode, batch: int, figures=FIGURES):
     add("SGD step", lambda x, y, z, p, loss: compiled(x, y, loss, sgd(loss, p, 0.1)))
     add("Adam step", lambda x, y, z, p, loss: compiled(x, y, loss, adam(loss, p, 1e-3)))
     for k in CG_ITERATIONS:
-        for line_search in (False, True):
-            label = f"SGN k={k} ({'line search + trust region' if line_search else 'fixed'})"
-            add(label, lambda *model, label=label, k=k, line_search=line_search: sgn_step(
-                *model, label, k, line_search))
+        for kind, line_search, fraction in (("fixed", False, 1.0),
+                                            ("line search + trust region", True, 1.0),
+                                            (SUB_BATCH, True, CURVATURE_FRACTION)):
+            label = f"SGN k={k} ({kind})"
+            add(label, lambda *model, label=label, k=k, line_search=line_search,
+                fraction=fraction: sgn_step(*model, label, k, line_search, fraction))
     return functions, compile_s, peak_bytes, cg_iterations
 
 

@@ -19,15 +19,22 @@ parameters) is built from three named parts, each usable on its own:
 
 All products refer to the same forward graph, so when several of them are compiled
 into one function PyTensor's merge rewrite computes the forward pass once.
+
+:func:`curvature_batch` restricts a loss and its outputs to the first rows of the
+batch, for Gauss-Newton products on a curvature mini-batch (Martens 2010; Byrd, Chin,
+Neveitt, Nocedal 2011).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import math
 
 import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedInputError, pullback, pushforward
+from pytensor.graph.replace import clone_replace
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.validation import check_computed_from, check_loss, check_matching_blocks
@@ -35,6 +42,9 @@ from sgn_theano.validation import check_computed_from, check_loss, check_matchin
 __all__ = [
     "HESSIAN_PRODUCT_TAG",
     "attach_hessian_product",
+    "curvature_batch",
+    "curvature_rows",
+    "first_rows",
     "gauss_newton_product",
     "jacobian_vector_product",
     "loss_hessian_product",
@@ -189,3 +199,79 @@ def gauss_newton_product(
     return vector_jacobian_product(
         outputs, params, loss_hessian_product(loss, outputs, output_tangent)
     )
+
+
+def curvature_rows(fraction: float, batch_size):
+    """Rows of a curvature mini-batch: :math:`\\max(1, \\lceil f B \\rceil)`.
+
+    ``f B`` within :math:`10^{-6}` of an integer counts as that integer, so that 0.3 of
+    10 rows is 3 rows although ``0.3 * 10`` is ``3.0000000000000004`` in floating point.
+    ``batch_size`` may be an int or a symbolic integer scalar; the result is of its kind.
+    """
+    scaled = fraction * batch_size - 1e-6
+    if isinstance(batch_size, int):
+        return max(1, math.ceil(scaled))
+    return pt.maximum(1, pt.cast(pt.ceil(scaled), "int64"))
+
+
+def first_rows(inputs: Sequence[TensorVariable],
+               fraction: float) -> dict[TensorVariable, TensorVariable]:
+    """``{input: input[:m]}`` for every input with a batch axis (``ndim >= 1``), with
+    :math:`m` = :func:`curvature_rows` of ``fraction`` and the batch size, the first axis
+    of the first such input: the replacements of :func:`curvature_batch` for a graph
+    that cuts its batch itself. (The JAX backend needs static slice bounds, so there the
+    inputs need a static batch size; :class:`sgn_theano.SGN` cuts the arrays instead.)
+    """
+    batched = [variable for variable in inputs if variable.type.ndim >= 1]
+    if not batched:
+        return {}
+    rows = curvature_rows(fraction, batched[0].shape[0])
+    return {variable: variable[:rows] for variable in batched}
+
+
+def curvature_batch(
+    loss: TensorVariable,
+    outputs: TensorVariable,
+    rows: Mapping[TensorVariable, TensorVariable],
+) -> tuple[TensorVariable, TensorVariable]:
+    """``loss`` and ``outputs`` rebuilt on a curvature mini-batch.
+
+    ``rows`` maps each batch input to the variable holding the curvature rows (the first
+    :math:`m` rows of the batch, from :func:`first_rows` or fed separately), so the
+    returned loss is the mean loss over those rows, and its Gauss-Newton matrix
+    :math:`G_m = J_m^\\top H_{L_m} J_m` is that of the sub-batch. A closed-form
+    output Hessian recorded on ``loss`` (:mod:`sgn_theano.losses`) is rebuilt on the
+    new outputs. In a compiled step the rows' forward pass is computed once and shared
+    by every product. The rows are a sample of the batch only if the batch is in random
+    order (as :func:`sgn_theano.data.minibatches` gives it); the model must treat rows
+    independently (no batch statistics), and the loss must take its batch size from its
+    inputs' shapes, not from a constant.
+
+    Parameters
+    ----------
+    loss : TensorVariable
+        Scalar mean loss over the batch, built from ``outputs``.
+    outputs : TensorVariable
+        Network outputs, shape ``(B, ...)``.
+    rows : dict
+        ``{batch input: curvature rows}``, each value shaped like its key but with
+        :math:`m` rows; empty returns ``loss`` and ``outputs`` themselves.
+
+    Returns
+    -------
+    (TensorVariable, TensorVariable)
+        The loss (a scalar) and the outputs (shape ``(m, ...)``) of the curvature rows.
+    """
+    if not rows:
+        return loss, outputs
+    # Rebuilt without strict types, so an input with a static batch size may be replaced
+    # by rows of another length (a strict rebuild would assert the old static shape).
+    sub_loss, sub_outputs = clone_replace([loss, outputs], replace=dict(rows),
+                                          rebuild_strict=False)
+    recorded = getattr(loss.tag, HESSIAN_PRODUCT_TAG, None)
+    if recorded is not None and recorded[0] is outputs:
+        # The closed form is a function of the outputs alone: rebuild it on the rows'.
+        product = recorded[1]
+        attach_hessian_product(sub_loss, sub_outputs, lambda u: clone_replace(
+            product(u), replace={outputs: sub_outputs}, rebuild_strict=False))
+    return sub_loss, sub_outputs

@@ -30,6 +30,7 @@ import pytensor
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import validation
+from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.modes import loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
@@ -52,6 +53,7 @@ def sgn(
     max_cg_iters: int = 3,
     damping: float | TensorVariable = 1e-3,
     learning_rate: float | TensorVariable = 1.0,
+    curvature_fraction: float = 1.0,
     early_exit: bool = True,
 ) -> OrderedDict:
     """SGN updates with fixed damping and step size, Lasagne style.
@@ -75,6 +77,12 @@ def sgn(
         :math:`\\rho \\ge 0`.
     learning_rate : float or scalar TensorVariable
         :math:`\\alpha > 0`.
+    curvature_fraction : float
+        :math:`f \\in (0, 1]`: the Gauss-Newton products use the first
+        :math:`\\lceil f B \\rceil` rows of each batch of :math:`B` rows (every free
+        input of ``loss`` with a first axis is cut, in the graph:
+        :func:`sgn_theano.curvature.first_rows`), as in :class:`SGN`. In the JAX
+        backend the inputs then need a static batch size (``pt.matrix(shape=(B, n))``).
     early_exit : bool
         False for PyTensor's JAX backend (see :func:`sgn_theano.cg.conjugate_gradient`).
 
@@ -94,9 +102,13 @@ def sgn(
     rho = validation.scalar_hyperparameter("damping", damping, dtype, low=0.0)
     alpha = validation.scalar_hyperparameter("learning_rate", learning_rate, dtype, low=0.0,
                                              low_open=True)
+    fraction = validation.check_float("curvature_fraction", curvature_fraction, low=0.0,
+                                      high=1.0, low_open=True)
+    rows = first_rows(validation.free_inputs(loss), fraction) if fraction < 1 else {}
+    curvature_loss, curvature_outputs = curvature_batch(loss, outputs, rows)
     gradients = pytensor.grad(loss, params)
     solution = gauss_newton_direction(
-        loss, params, outputs, [-gradient for gradient in gradients], rho,
+        curvature_loss, params, curvature_outputs, [-gradient for gradient in gradients], rho,
         max_cg_iters=max_cg_iters, early_exit=early_exit,
     )
     return OrderedDict(
@@ -114,7 +126,9 @@ class SGN:
        :math:`m_t = \\beta m_{t-1} + (1 - \\beta) g`, :math:`b = -m_t / (1 - \\beta^t)`,
        otherwise :math:`b = -g`;
     2. at most ``max_cg_iters`` CG iterations on :math:`(G + \\rho I) d = b`
-       (:func:`sgn_theano.cg.conjugate_gradient`), from the warm start
+       (:func:`sgn_theano.cg.conjugate_gradient`), with :math:`G` that of the first
+       :math:`\\lceil f B \\rceil` rows of the batch (``curvature_fraction`` :math:`f`),
+       from the warm start
        :math:`d_0 = \\text{warm\\_start} \\cdot d_{\\text{previous}}`, stopping early
        once :math:`\\lVert r \\rVert \\le \\text{cg\\_tol} \\lVert b \\rVert`, on too
        little relative progress on the quadratic model (``cg_progress_tol``, Martens'
@@ -191,6 +205,16 @@ class SGN:
         ``"jacobi"`` for the diagonal preconditioner above, or a callable
         ``list -> list``: a symbolic product with an SPD approximation of
         :math:`(G + \\rho I)^{-1}`, handed to :func:`sgn_theano.cg.conjugate_gradient`.
+    curvature_fraction : float
+        :math:`f \\in (0, 1]`, the curvature mini-batch (Martens 2010; Byrd et al.
+        2011): the Gauss-Newton products of CG, and so the curvature term of
+        :math:`r`, use only the first :math:`m = \\lceil f B \\rceil` rows of each
+        batch of :math:`B` rows, as the mean loss over those rows
+        (:func:`sgn_theano.curvature.curvature_batch`); the gradient, the loss and the
+        line search use the whole batch. Their forward pass is computed once per step,
+        so a :math:`G v` costs about :math:`f` of a full one. The first rows are a
+        sample only if batches come in random order, as
+        :func:`sgn_theano.data.minibatches` gives them. 1 uses the whole batch.
     warm_start : float
         Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
         CG (Martens uses 0.95); 0 (the default) starts from zero. Off by default: it
@@ -224,6 +248,7 @@ class SGN:
         momentum: float = 0.0,
         preconditioner: str | Callable[[Blocks], Blocks] | None = None,
         warm_start: float = 0.0,
+        curvature_fraction: float = 1.0,
         mode=None,
     ):
         params = validation.check_params(params)
@@ -237,14 +262,26 @@ class SGN:
             damping_decay_steps=damping_decay_steps, line_search=line_search,
             learning_rate=learning_rate, rejection_threshold=rejection_threshold,
             momentum=momentum, preconditioner=preconditioner, warm_start=warm_start,
+            curvature_fraction=curvature_fraction,
         )
         mode = validation.check_mode(mode)
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
         self.state = SGNState.create(params, self.config, self.dtype)
+        # The curvature rows come in as inputs of their own (cut from the arrays in
+        # `step`), so every backend sees static slice bounds.
+        batched = [variable for variable in self.inputs if variable.type.ndim >= 1]
+        self._curvature_inputs = [] if self.config.curvature_fraction == 1 else [
+            variable.type.clone(shape=(None, *variable.type.shape[1:]))(
+                name=f"{variable.name or 'input'}_curvature_rows") for variable in batched]
+        curvature = curvature_batch(loss, outputs, dict(zip(batched, self._curvature_inputs)))
         step_outputs, updates = build_step(loss, outputs, self.state, self.config,
-                                           early_exit=loops_can_exit_early(mode))
-        self._step = pytensor.function(self.inputs, list(step_outputs), updates=updates,
-                                       mode=mode)
+                                           early_exit=loops_can_exit_early(mode),
+                                           curvature=curvature)
+        # The rows of an input the products do not need (the targets of a squared error,
+        # whose Hessian is constant) go unused; `check_inputs` has checked the others.
+        self._step = pytensor.function(self.inputs + self._curvature_inputs,
+                                       list(step_outputs), updates=updates, mode=mode,
+                                       on_unused_input="ignore")
 
     @property
     def params(self) -> list:
@@ -266,6 +303,10 @@ class SGN:
         StepInfo
         """
         arrays = validation.check_batch(self.inputs, batch)
+        if self._curvature_inputs:
+            batched = [array for array in arrays if array.ndim >= 1]
+            rows = curvature_rows(self.config.curvature_fraction, len(batched[0]))
+            arrays += [array[:rows] for array in batched]
         return StepInfo.from_outputs(StepOutputs._make(self._step(*arrays)))
 
     @property

@@ -32,6 +32,7 @@ FLOAT_RANGES = {
     "warm_start": (0.0, 1.0, False, False),
     "min_damping": (0.0, float("inf"), True, False),
     "max_damping": (0.0, float("inf"), True, False),
+    "curvature_fraction": (0.0, 1.0, True, False),
 }
 
 
@@ -63,6 +64,7 @@ class SGNConfig(Mapping):
     momentum: float = 0.0
     preconditioner: Literal["jacobi"] | Callable | None = None
     warm_start: float = 0.0
+    curvature_fraction: float = 1.0
 
     def __post_init__(self):
         checked = {"max_cg_iters": check_integer("max_cg_iters", self.max_cg_iters, low=1)}

@@ -270,13 +270,23 @@ def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVar
 
 
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
-               config: SGNConfig, early_exit: bool) -> tuple[StepOutputs, OrderedDict]:
-    """The outputs and updates of one SGN step: the stages of this module in order."""
+               config: SGNConfig, early_exit: bool,
+               curvature: tuple[TensorVariable, TensorVariable] | None = None,
+               ) -> tuple[StepOutputs, OrderedDict]:
+    """The outputs and updates of one SGN step: the stages of this module in order.
+
+    ``curvature`` is the ``(loss, outputs)`` pair of a curvature mini-batch
+    (:func:`sgn_theano.curvature.curvature_batch`): the Gauss-Newton products, and so
+    the curvature term of :func:`trust_ratio`, use it; the gradient, the loss and the
+    line search use the whole batch. ``None`` uses the whole batch throughout.
+    """
     params, rho = state.params, state.damping
+    curvature_loss, curvature_outputs = curvature or (loss, outputs)
     gradients = pytensor.grad(loss, params)
     gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
-    solution = search_direction(loss, params, outputs, rhs, state, config, early_exit)
+    solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
+                                early_exit)
     direction = solution.x
     slope = dot(gradients, direction)
     damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)

@@ -29,6 +29,7 @@ __all__ = [
     "check_matching_blocks",
     "check_mode",
     "check_params",
+    "free_inputs",
     "get_or_compute_grads",
     "scalar_hyperparameter",
     "set_checked_values",
@@ -214,6 +215,14 @@ def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.nd
     return arrays
 
 
+def free_inputs(loss: TensorVariable) -> list[TensorVariable]:
+    """The free symbolic variables ``loss`` is computed from (neither shared nor constant)."""
+    return [
+        variable for variable in ancestors([loss])
+        if variable.owner is None and not isinstance(variable, (SharedVariable, Constant))
+    ]
+
+
 def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]:
     """Check ``inputs`` are the free symbolic variables ``loss`` needs, and only those."""
     if isinstance(inputs, Variable) or not isinstance(inputs, (list, tuple)):
@@ -225,10 +234,7 @@ def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]
         ):
             raise TypeError(f"Element {i} of `inputs` ({variable!r}) must be a free symbolic "
                             "tensor such as `pt.matrix('x')`.")
-    free = [
-        variable for variable in ancestors([loss])
-        if variable.owner is None and not isinstance(variable, (SharedVariable, Constant))
-    ]
+    free = free_inputs(loss)
     missing = [variable for variable in free if variable not in inputs]
     if missing:
         raise ValueError(f"`loss` needs inputs that are not in `inputs`: "

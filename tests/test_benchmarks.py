@@ -8,7 +8,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The figures the step benchmark is asked for: one of each kind (fewer SGN builds).
 FIGURES = ("gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
-           "SGN k=10 (line search + trust region)")
+           "SGN k=10 (line search + trust region, curvature_fraction=0.1)")
 
 
 def test_bench_steps_writes_every_figure_it_is_asked_for(tmp_path):

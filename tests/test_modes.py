@@ -8,7 +8,7 @@ import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from conftest import BACKENDS, flatten
+from conftest import BACKENDS, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
@@ -24,9 +24,17 @@ def test_exact_step_in_each_backend(mode_name):
     assert optimizer.step(*batch).accepted
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,
                                rtol=1e-7, atol=1e-10)
-    optimizer = SGN(loss, params, outputs, inputs, momentum=0.5, mode=compile_mode(mode_name))
+    # The full method, with a curvature mini-batch of 3 of the 5 rows: the first step's
+    # momentum average is the gradient, so the direction is the exact sub-batch one.
+    for p, value in zip(params, unflatten(before, params)):
+        p.set_value(value)
+    sub_batch_direction = exact_direction(rows=3)[2]
+    optimizer = SGN(loss, params, outputs, inputs, momentum=0.5, curvature_fraction=0.6,
+                    max_cg_iters=60, cg_tol=0.0, damping=DAMPING, mode=compile_mode(mode_name))
     info = optimizer.step(*batch)
     assert info.accepted and np.isfinite(info.ratio) and info.loss_after < info.loss
+    np.testing.assert_allclose(flatten(p.get_value() for p in params) - before,
+                               info.step_size * sub_batch_direction, rtol=1e-7, atol=1e-10)
     # An error raised inside the compiled step (a label out of range) must leave every
     # state array byte-identical, even where the backend updates shared memory in place.
     if mode_name == "JAX":

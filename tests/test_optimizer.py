@@ -12,10 +12,14 @@ DAMPING = 0.5
 SIZES = (2, 3, 2)  # 17 parameters
 
 
-def exact_direction(loss_name="softmax_cross_entropy", activation="tanh"):
+def exact_direction(loss_name="softmax_cross_entropy", activation="tanh", rows=None):
+    """A problem, a batch of 5 rows and the exact SGN direction on it; with ``rows``,
+    the direction whose Gauss-Newton matrix is that of the first ``rows`` rows only."""
     loss, outputs, params, inputs = build_problem(loss_name, activation, "float64", sizes=SIZES)
     batch = make_batch(loss_name, "float64", features=2, classes=2)
-    matrix, gradient = dense_gauss_newton(loss, outputs, params, inputs)(*batch)
+    dense = dense_gauss_newton(loss, outputs, params, inputs)
+    gradient = dense(*batch)[1]
+    matrix = dense(*[array[:rows] for array in batch])[0]
     direction = -np.linalg.solve(matrix + DAMPING * np.eye(len(gradient)), gradient)
     return (loss, outputs, params, inputs), batch, direction
 

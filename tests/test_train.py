@@ -132,6 +132,47 @@ def test_cli_min_damping_reaches_sgn(tmp_path):
     assert 0 <= loss_drop("--min-damping", "1e4") < 1e-2 * loss_drop()
 
 
+def test_cli_batch_study_reports_each_methods_best_grid_point(tmp_path, capsys):
+    data_dir = write_mnist_like(str(tmp_path / "mnist"), train=200, test=100)
+    output = tmp_path / "study.json"
+    code = main(["--task", "mnist", "--data-dir", data_dir, "--sizes", "784-8-10",
+                 "--batch-sizes", "50", "100", "--epochs", "2", "--checkpoints", "1",
+                 "--optimizers", "sgn:2", "sgd:0.01,1", "--curvature-fraction", "0.5",
+                 "--mode", "FAST_COMPILE", "--output", str(output), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "batch 50:" in out and "batch 100:" in out and "best@2ep" in out
+    record = json.loads(output.read_text())
+    assert {run["batch_size"] for run in record["runs"]} == {50, 100}
+    for size, steps in ((50, 8), (100, 4)):  # 200 rows, 2 epochs
+        assert all(run["steps"] == steps for run in record["runs"] if run["batch_size"] == size)
+        study = record["batch_study"][str(size)]
+        assert set(study) == {"SGN", "SGD"}
+        final = {run["optimizer"]: run["history"][-1]["test_accuracy"]
+                 for run in record["runs"] if run["batch_size"] == size}
+        best_sgd = max(final[f"SGD lr={lr} (batch {size})"] for lr in ("0.01", "1"))
+        assert study["SGD"][-1]["value"] == best_sgd
+        assert study["SGN"][-1] == {"setting": "SGN k=2",
+                                    "value": final[f"SGN k=2 (batch {size})"]}
+    assert (tmp_path / "study-batch-sizes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_autoencoder_task_reconstructs_its_inputs(tmp_path, capsys):
+    data_dir = write_mnist_like(str(tmp_path / "fashion"), train=200, test=100)
+    output = tmp_path / "autoencoder.json"
+    code = main(["--task", "autoencoder", "--data-dir", data_dir, "--sizes", "784-16-784",
+                 "--batch-size", "100", "--epochs", "3", "--optimizers", "sgn:3",
+                 "--mode", "FAST_COMPILE", "--output", str(output), "--no-progress",
+                 "--no-plots"])
+    assert code == 0
+    assert "loss@3ep" in capsys.readouterr().out
+    (run,) = json.loads(output.read_text())["runs"]
+    # Binary cross-entropy summed over 784 pixels: large at the start, lowered by training.
+    first, last = run["history"][0], run["history"][-1]
+    assert math.isnan(last["test_accuracy"]) and first["test_loss"] > 784 * 0.1
+    assert 0 < last["test_loss"] < first["test_loss"]
+
+
 def test_cli_cnn_on_cifar10_files(tmp_path, capsys):
     write_cifar10_like(str(tmp_path), per_batch=20, test=20)
     code = main(["--task", "cifar10", "--data-dir", str(tmp_path), "--model", "vgg",

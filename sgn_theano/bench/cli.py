@@ -5,6 +5,7 @@ Examples::
     sgn-bench --quick                                  # about 2 minutes on 2 cores
     sgn-bench --model lenet5 --optimizers sgn:3,5,10 sgd:0.01,0.1,1 adam:1e-3 --seeds 0 1 2
     sgn-bench --task sine --frequency 100 --time-budget 20
+    sgn-bench --task autoencoder --optimizers sgn sgd:0.1,0.3,1 adam:1e-3,3e-3
     sgn-bench --task cifar10 --data-dir ~/data --model vgg
 
 Each optimizer setting trains a fresh model (the same initialisation for a given seed);
@@ -29,11 +30,18 @@ import pytensor.tensor as pt
 
 from sgn_theano import data
 from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.bench.batch_study import (
+    Study,
+    best_settings,
+    format_batch_study,
+    plot_batch_study,
+)
 from sgn_theano.bench.plots import plot_runs
 from sgn_theano.bench.table import format_table
 from sgn_theano.bench.tasks import (
     CLASSIFICATION,
     MODELS,
+    RECONSTRUCTION,
     TASK_DEFAULTS,
     TASKS,
     build_model,
@@ -41,7 +49,7 @@ from sgn_theano.bench.tasks import (
     metric_of,
 )
 from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
-from sgn_theano.losses import softmax_cross_entropy, squared_error
+from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
 from sgn_theano.optimizer import SGN
 from sgn_theano.updates import adam, sgd
@@ -88,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default=None,
                         help="MLP widths, input to output (default: per task)")
     parser.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=None,
-                        help="hidden activation (default: relu, tanh for regression)")
+                        help="hidden activation (default: relu; tanh for regression, "
+                        "sigmoid for the autoencoder)")
     parser.add_argument("--frequency", type=float, default=10.0, help="sine task: f")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: 1000 for images, the full set for regression")
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument("--batch-size", type=int, default=None,
+                       help="default: 1000 for images, the full set for regression")
+    batch.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                       help="the big-batch study: the whole grid at each batch size, then "
+                       "each method's best grid point per batch size and budget, as a "
+                       "table and a plot")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--time-budget", type=float, default=None,
                         help="seconds of optimizer steps per run (default 100)")
@@ -104,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-damping", type=float, default=None,
                         help="SGN's damping floor, also its initial damping (default: "
                         "SGN's own, 0.1)")
+    parser.add_argument("--curvature-fraction", type=float, default=None,
+                        help="SGN's curvature mini-batch, a fraction of each batch "
+                        "(default: SGN's own)")
     parser.add_argument("--target", type=float, default=None,
                         help="report the steps each run needed to reach this test accuracy "
                         "(or test loss, for regression)")
@@ -129,12 +146,16 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> Tr
     x = pt.matrix("x", dtype="float32")
     y = pt.ivector("y") if classification else pt.matrix("y", dtype="float32")
     outputs, params = build_model(args, x, seed)
-    loss = (softmax_cross_entropy if classification else squared_error)(outputs, y)
+    loss_of = (softmax_cross_entropy if classification else
+               binary_cross_entropy if args.task in RECONSTRUCTION else squared_error)
+    loss = loss_of(outputs, y)
     if name == "sgn":
-        floor = {} if args.min_damping is None else {"damping": args.min_damping,
-                                                      "min_damping": args.min_damping}
+        options = {} if args.min_damping is None else {"damping": args.min_damping,
+                                                        "min_damping": args.min_damping}
+        if args.curvature_fraction is not None:
+            options["curvature_fraction"] = args.curvature_fraction
         optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode,
-                        **floor)
+                        **options)
     else:
         rule = sgd if name == "sgd" else adam
         optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
@@ -177,28 +198,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ImportError) as error:
         print(f"sgn-bench: {error}", file=sys.stderr)
         return 2
-    args.batch_size = args.batch_size or len(arrays[0])
+    batch_sizes = args.batch_sizes or [args.batch_size or len(arrays[0])]
     budget = args.epochs if args.epochs is not None else args.time_budget
     marks = sorted({float(mark) for mark in args.checkpoints.split(",") if mark.strip()
                     and 0 < float(mark) < budget} | {budget})
     model = f"MLP {args.sizes}" if args.model == "mlp" else args.model
     unit = "epochs" if args.epochs is not None else "s"
-    print(f"sgn-bench: {args.task}, {model} {args.activation}, batch {args.batch_size}, "
-          f"{budget:g} {unit} per run, seeds {args.seeds}, mode {mode_name}")
-    groups: dict[str, list[TrainResult]] = {}
-    for name, value in args.optimizers:
-        for seed in args.seeds:
-            result = run_one(name, value, seed, arrays, args, mode, marks)
-            groups.setdefault(label(name, value), []).append(result)
-    print()
-    print(format_table(groups, marks, args))
+    print(f"sgn-bench: {args.task}, {model} {args.activation}, batch "
+          f"{', '.join(map(str, batch_sizes))}, {budget:g} {unit} per run, seeds {args.seeds}, "
+          f"mode {mode_name}")
+    study: Study = {}
+    for batch_size in batch_sizes:
+        args.batch_size = batch_size
+        methods = study.setdefault(batch_size, {})
+        for name, value in args.optimizers:
+            for seed in args.seeds:
+                result = run_one(name, value, seed, arrays, args, mode, marks)
+                methods.setdefault(name.upper(), {}).setdefault(label(name, value),
+                                                                []).append(result)
+        print(f"\nbatch {batch_size}:" if len(batch_sizes) > 1 else "")
+        print(format_table({name: results for settings in methods.values()
+                            for name, results in settings.items()}, marks, args))
+    best = None
+    if args.batch_sizes:
+        best = best_settings(study, marks, "epoch" if unit == "epochs" else "time",
+                             metric_of(args.task))
+        print(f"\nbest grid point of each method (median over seeds {args.seeds}):")
+        print(format_batch_study(best, marks, metric_of(args.task), unit[:2]))
     if args.output:
-        write_record(groups, args, mode_name)
+        write_record(study, args, mode_name, marks, best)
     return 0
 
 
-def write_record(groups: dict[str, list[TrainResult]], args, mode_name: str) -> None:
-    """The JSON record at ``args.output`` and, unless ``--no-plots``, its PNG plots."""
+def write_record(study: Study, args, mode_name: str, marks: Sequence[float],
+                 best: dict | None = None) -> None:
+    """The JSON record at ``args.output`` and, unless ``--no-plots``, its PNG plots (with
+    ``best``, the big-batch study's table as well, and its plot)."""
+    several = len(study) > 1
+    runs = [{**result.to_dict(), "optimizer": f"{name} (batch {batch_size})" if several
+             else name, "method": method, "batch_size": batch_size, "seed": seed}
+            for batch_size, methods in study.items() for method, settings in methods.items()
+            for name, results in settings.items() for seed, result in zip(args.seeds, results)]
     record = {
         "config": {**vars(args), "optimizers": [list(spec) for spec in args.optimizers],
                    "mode": mode_name, "metric": metric_of(args.task)},
@@ -206,18 +246,28 @@ def write_record(groups: dict[str, list[TrainResult]], args, mode_name: str) -> 
                     "python": platform.python_version(), "pytensor": pytensor.__version__,
                     "numpy": np.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "runs": [{**result.to_dict(), "optimizer": name, "seed": seed}
-                 for name, results in groups.items()
-                 for seed, result in zip(args.seeds, results)],
+        "runs": runs,
     }
+    if best is not None:
+        record["batch_study"] = {str(size): {method: [{"setting": name, "value": value}
+                                                      for name, value in row]
+                                             for method, row in methods.items()}
+                                 for size, methods in best.items()}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as stream:
         json.dump(record, stream, indent=1)
     print(f"\nwrote {args.output}")
     if args.no_plots:
         return
+    prefix = os.path.splitext(args.output)[0]
     try:
-        paths = plot_runs(record, os.path.splitext(args.output)[0])
+        paths = plot_runs(record, prefix)
+        if best is not None:
+            unit = "ep" if args.epochs is not None else "s"
+            paths.append(plot_batch_study(
+                best, marks, record["config"]["metric"], unit, f"{prefix}-batch-sizes.png",
+                title=f"{args.task}, {args.model} {args.sizes if args.model == 'mlp' else ''}"
+                f", seeds {args.seeds}: equal wall-clock budgets"))
     except ImportError:
         print("sgn-bench: matplotlib is not installed, so no plots "
               "(`pip install sgn_theano[bench]`)", file=sys.stderr)

@@ -36,7 +36,8 @@ def plot_runs(record: dict, prefix: str) -> list[str]:
     config = record["config"]
     title = (f"{config['task']}, {config['model']}"
              f"{' ' + config['sizes'] if config['model'] == 'mlp' else ''}, "
-             f"batch {config['batch_size']}, seeds {config['seeds']}")
+             f"batch {config.get('batch_sizes') or config['batch_size']}, "
+             f"seeds {config['seeds']}")
     paths = []
     for key, xlabel in _AXES:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))

@@ -9,7 +9,7 @@ import numpy as np
 from sgn_theano.bench.tasks import metric_of
 from sgn_theano.bench.train import TrainResult
 
-__all__ = ["format_table", "steps_to_target", "value_at"]
+__all__ = ["format_rows", "format_table", "steps_to_target", "value_at"]
 
 
 def steps_to_target(result: TrainResult, metric: str, target: float) -> float:
@@ -52,7 +52,12 @@ def format_table(groups: dict[str, list[TrainResult]], marks: Sequence[float], a
             reached = np.median([steps_to_target(r, metric, args.target) for r in results])
             row.insert(len(marks) + 1, "-" if np.isnan(reached) else f"{reached:.0f}")
         rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return format_rows(rows)
+
+
+def format_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as aligned text columns, the first row a header ruled off below."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)

@@ -7,11 +7,13 @@ import numpy as np
 from sgn_theano import data
 from sgn_theano.models import lenet5, mlp, vgg_small
 
-__all__ = ["CLASSIFICATION", "MODELS", "TASKS", "TASK_DEFAULTS", "build_model", "load_task",
+__all__ = ["CLASSIFICATION", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS", "build_model", "load_task",
            "metric_of"]
 
-TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression")
+TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
+#: Tasks whose targets are the inputs, scored by binary cross-entropy on the pixels.
+RECONSTRUCTION = ("autoencoder",)
 MODELS = ("mlp", "lenet5", "vgg")
 #: Per task: MLP widths, hidden activation, batch size (None: the full training set).
 TASK_DEFAULTS = {
@@ -20,13 +22,19 @@ TASK_DEFAULTS = {
     "cifar10": ("3072-256-256-10", "relu", 1000),
     "sine": ("1-64-64-1", "tanh", None),
     "regression": ("10-64-64-1", "tanh", None),
+    # The deep autoencoder of Hinton & Salakhutdinov (2006) and Martens (2010), smaller.
+    "autoencoder": ("784-256-64-16-64-256-784", "sigmoid", 1000),
 }
 
 
 def load_task(args) -> tuple[np.ndarray, ...]:
     """``(x_train, y_train, x_test, y_test)`` of ``args.task``."""
-    if args.task == "fashion-mnist":
-        return data.load_fashion_mnist(args.data_dir or data.FASHION_MNIST_DIR)
+    if args.task in ("fashion-mnist", "autoencoder"):
+        x_train, y_train, x_test, y_test = data.load_fashion_mnist(
+            args.data_dir or data.FASHION_MNIST_DIR)
+        if args.task == "autoencoder":  # the targets are the images themselves
+            return x_train, x_train, x_test, x_test
+        return x_train, y_train, x_test, y_test
     if args.task == "sine":
         return data.sine_task(args.frequency)
     if args.task == "regression":
@@ -49,5 +57,7 @@ def build_model(args, x, seed: int):
 
 
 def metric_of(task: str) -> str:
-    """The metric the table reports: test accuracy, or test loss for regression."""
+    """The metric the table reports: test accuracy, or the test loss for regression and
+    for the autoencoder (its reconstruction error: the binary cross-entropy summed over
+    the pixels, averaged over the images)."""
     return "test_accuracy" if task in CLASSIFICATION else "test_loss"
