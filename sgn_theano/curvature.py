@@ -27,13 +27,13 @@ Neveitt, Nocedal 2011).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-
 import math
+from collections.abc import Callable, Mapping, Sequence
 
 import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedInputError, pullback, pushforward
+from pytensor.graph.basic import Variable
 from pytensor.graph.replace import clone_replace
 from pytensor.tensor.variable import TensorVariable
 
@@ -206,12 +206,13 @@ def curvature_rows(fraction: float, batch_size):
 
     ``f B`` within :math:`10^{-6}` of an integer counts as that integer, so that 0.3 of
     10 rows is 3 rows although ``0.3 * 10`` is ``3.0000000000000004`` in floating point.
-    ``batch_size`` may be an int or a symbolic integer scalar; the result is of its kind.
+    ``batch_size`` may be an integer or a symbolic integer scalar; the result is of its
+    kind.
     """
     scaled = fraction * batch_size - 1e-6
-    if isinstance(batch_size, int):
-        return max(1, math.ceil(scaled))
-    return pt.maximum(1, pt.cast(pt.ceil(scaled), "int64"))
+    if isinstance(batch_size, Variable):
+        return pt.maximum(1, pt.cast(pt.ceil(scaled), "int64"))
+    return max(1, math.ceil(scaled))
 
 
 def first_rows(inputs: Sequence[TensorVariable],

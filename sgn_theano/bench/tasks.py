@@ -7,8 +7,8 @@ import numpy as np
 from sgn_theano import data
 from sgn_theano.models import lenet5, mlp, vgg_small
 
-__all__ = ["CLASSIFICATION", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS", "build_model", "load_task",
-           "metric_of"]
+__all__ = ["CLASSIFICATION", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS", "build_model",
+           "load_task", "metric_of"]
 
 TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
