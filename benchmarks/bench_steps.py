@@ -10,9 +10,10 @@ iterations from the same point).
 
 With ``--yardsticks`` the JAX and PyTorch SGN of ``../shared/yardsticks`` run their
 ``--mode bench`` on the same models between the rounds (same load), and the table gives
-sgn_theano / yardstick for each figure.
+sgn_theano / yardstick for each figure; on the CNNs (which the yardsticks do not have)
+``torch_cnn.py`` times PyTorch's gradient of the same network instead.
 
-    python benchmarks/bench_steps.py [--modes C NUMBA JAX] [--models a b lenet]
+    python benchmarks/bench_steps.py [--modes C NUMBA JAX] [--models a b lenet vgg]
                                      [--yardsticks] [--output results/bench_steps.json]
 """
 
@@ -33,18 +34,23 @@ from report import write_report
 
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
 from sgn_theano.allocator import reuse_freed_memory
-from sgn_theano.models import lenet5, mlp
+from sgn_theano.models import LENET5, VGG_SMALL, cnn, mlp
 from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
 
-#: name -> (description, builder: x -> (logits, params)); inputs are 784 features.
+#: The CNNs, as ``sgn_theano.models.cnn`` and ``torch_cnn.py`` take them: (image shape, layers).
+CNNS = {"lenet": ((28, 28, 1), LENET5), "vgg": ((32, 32, 3), VGG_SMALL)}
+#: name -> (description, builder: x -> (logits, params)); the inputs are rows of
+#: :func:`features` numbers.
 MODELS = {
     "a": ("MLP 784-20-20-20-10 tanh",
           lambda x: mlp(x, (784, 20, 20, 20, 10), activation="tanh", seed=0)),
     "b": ("MLP 784-256-256-10 relu",
           lambda x: mlp(x, (784, 256, 256, 10), activation="relu", seed=0)),
-    "lenet": ("LeNet-5 relu, im2col convolution", lambda x: lenet5(x, seed=0)),
+    "lenet": ("LeNet-5 relu, im2col convolution", lambda x: cnn(x, *CNNS["lenet"], seed=0)),
     "lenet-shifted": ("LeNet-5 relu, shifted-sum convolution",
-                      lambda x: lenet5(x, seed=0, conv_method="shifted")),
+                      lambda x: cnn(x, *CNNS["lenet"], seed=0, conv_method="shifted")),
+    "vgg": ("VGG-style CIFAR-10 net (3x3 convs 32-64-64), im2col convolution",
+            lambda x: cnn(x, *CNNS["vgg"], seed=0)),
 }
 CG_ITERATIONS = (3, 5, 10)
 #: The curvature mini-batch of the figures that use one (``SGN(curvature_fraction=...)``).
@@ -64,12 +70,18 @@ YARDSTICKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                           "shared", "yardsticks")
 
 
+def features(model: str) -> int:
+    """Numbers per input row: an image's for the CNNs, else 784."""
+    image_shape = CNNS.get(model.split("-")[0], ((784,),))[0]
+    return int(np.prod(image_shape))
+
+
 def build(model: str, mode, batch: int, figures=FIGURES):
     """Compiled callables of one model, each taking no argument; their compile times;
     their peak traced memory; and, for SGN, the CG iterations each call ran."""
     _, builder = MODELS[model]
     rng = np.random.default_rng(0)
-    xb = rng.random((batch, 784), dtype=np.float32)
+    xb = rng.random((batch, features(model)), dtype=np.float32)
     yb = rng.integers(0, 10, batch).astype(np.int32)
     functions, compile_s, peak_bytes, cg_iterations = {}, {}, {}, {}
 
@@ -158,17 +170,39 @@ def run_yardstick(python: str, script: str, model: str, batch: int) -> dict:
             for theirs, ours in YARDSTICK_FIGURES.items() if theirs in result["median_ms"]}
 
 
+def run_torch_cnn(python: str, model: str, batch: int) -> dict:
+    """``torch_cnn.py`` on the CNN ``model``: PyTorch's gradient median, in seconds."""
+    image_shape, layers = CNNS[model.split("-")[0]]
+    completed = subprocess.run(
+        [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_cnn.py"),
+         "--input-shape", json.dumps(image_shape), "--layers", json.dumps(layers),
+         "--batch-size", str(batch)], capture_output=True, text=True, timeout=900)
+    if completed.returncode != 0:
+        raise RuntimeError(f"torch_cnn.py failed:\n{completed.stderr[-2000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {"gradient": result["median_ms"]["grad"] / 1e3}
+
+
+def reference_runs(python: str, model: str, batch: int) -> dict:
+    """The yardsticks' figures on ``model`` by framework: the JAX and PyTorch SGNs on the
+    MLPs, PyTorch's gradient on the CNNs."""
+    if model.split("-")[0] in CNNS:
+        return {"torch": run_torch_cnn(python, model, batch)}
+    return {name: run_yardstick(python, script, model, batch)
+            for name, script in (("jax", "sgn_jax.py"), ("torch", "sgn_torch.py"))}
+
+
 def bench_model(model, mode, mode_name, args) -> dict:
     functions, compile_s, peak_bytes, cg_iterations = build(
         model, mode, args.batch_size, {"gradient", *args.figures})
     samples: dict[str, list] = {}
     yardsticks: dict[str, list] = {}
-    chunks = args.yardstick_repeats if args.yardsticks and model in ("a", "b") else 1
+    chunks = args.yardstick_repeats if args.yardsticks else 1
     for chunk in range(chunks):
         timed_rounds(functions, max(1, args.rounds // chunks), args.calls, samples)
-        if args.yardsticks and model in ("a", "b"):
-            for name, script in (("jax", "sgn_jax.py"), ("torch", "sgn_torch.py")):
-                measured = run_yardstick(args.yardstick_python, script, model, args.batch_size)
+        if args.yardsticks:
+            for name, measured in reference_runs(args.yardstick_python, model,
+                                                 args.batch_size).items():
                 for figure, seconds in measured.items():
                     yardsticks.setdefault(name, {}).setdefault(figure, []).append(seconds)
     if "gradient + G v" in samples:
@@ -225,7 +259,8 @@ def main():
     parser.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
                         help="what to time (the gradient is always timed)")
     parser.add_argument("--yardsticks", action="store_true",
-                        help="run the JAX and PyTorch yardsticks between rounds (models a, b)")
+                        help="run the JAX and PyTorch yardsticks between rounds (models a, b; "
+                        "PyTorch's gradient, torch_cnn.py, on the CNNs)")
     parser.add_argument("--yardstick-python", default=os.path.join(
         ".venv-yardsticks", "bin", "python"), help="a python with jax and torch installed")
     parser.add_argument("--yardstick-repeats", type=int, default=3,

@@ -78,9 +78,12 @@ def conv2d(
     if stride < 1 or padding < 0:
         raise ValueError(f"`stride` must be >= 1 and `padding` >= 0, got {stride} and "
                          f"{padding}.")
-    kernel_h, kernel_w = filters.type.shape[:2]
-    if (kernel_h is None or kernel_w is None) and hasattr(filters, "get_value"):
-        kernel_h, kernel_w = filters.get_value(borrow=True).shape[:2]
+    # Static sizes: the kernel's are needed; the others make every shape static for
+    # JAX mode, whose reshapes need concrete sizes.
+    sizes = filters.type.shape
+    if None in sizes and hasattr(filters, "get_value"):
+        sizes = filters.get_value(borrow=True).shape
+    kernel_h, kernel_w, channels, count = sizes
     if kernel_h is None or kernel_w is None:
         raise ValueError("`filters` must have a static kernel size: a shared variable, or "
                          "a tensor with a known shape.")
@@ -92,7 +95,8 @@ def conv2d(
         images = pt.set_subtensor(padded[:, padding:-padding, padding:-padding, :], images)
     if method == "im2col":
         patches = extract_patches(images, (kernel_h, kernel_w), stride)
-        return pt.tensordot(patches, filters.reshape((-1, filters.shape[3])), axes=[[3], [0]])
+        matrix = filters.reshape((-1, filters.shape[3] if count is None else count))
+        return pt.tensordot(patches, matrix, axes=[[3], [0]])
     height = (images.shape[1] - kernel_h) // stride + 1
     width = (images.shape[2] - kernel_w) // stride + 1
     slices = [
@@ -100,7 +104,8 @@ def conv2d(
                v : v + stride * (width - 1) + 1 : stride, :]
         for u in range(kernel_h) for v in range(kernel_w)
     ]
-    taps = filters.reshape((kernel_h * kernel_w, filters.shape[2], filters.shape[3]))
+    taps = filters.reshape((kernel_h * kernel_w, filters.shape[2] if channels is None else channels,
+                            filters.shape[3] if count is None else count))
     return pt.add(*[pt.tensordot(piece, taps[index], axes=[[3], [0]])
                     for index, piece in enumerate(slices)])
 

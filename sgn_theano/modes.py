@@ -8,8 +8,9 @@ for the whole process, so :func:`compile_mode` does it only when the C mode is a
 for, and says so with a :class:`BlasLinkWarning` (call :func:`link_openblas` yourself
 to do it silently, or set ``SGN_THEANO_LINK_BLAS=0`` to never do it). ``"NUMBA"``
 (PyTensor's default), ``"JAX"``, ``"FAST_RUN"`` and ``"FAST_COMPILE"`` are PyTensor's
-modes of those names; asking for ``"JAX"`` registers JAX translations
-process-wide (:func:`prepare_jax_backend`). Every mode :func:`compile_mode` returns
+modes of those names; asking for ``"JAX"`` or ``"NUMBA"`` registers that backend's
+versions of the library's ops process-wide (:func:`prepare_jax_backend`,
+:func:`prepare_numba_backend`). Every mode :func:`compile_mode` returns
 has its last merge pass replaced by
 :class:`sgn_theano.merge_rewrite.DestroyAwareMerge` (a user-written loss took minutes
 to compile without it).
@@ -31,10 +32,13 @@ __all__ = [
     "BlasLinkWarning",
     "compile_mode",
     "default_mode_name",
+    "fix_jax_alloc",
     "fix_jax_reductions",
     "link_openblas",
     "loops_can_exit_early",
+    "prepare_backend",
     "prepare_jax_backend",
+    "prepare_numba_backend",
 ]
 
 MODES = ("C", "NUMBA", "JAX", "FAST_RUN", "FAST_COMPILE")
@@ -93,8 +97,8 @@ def compile_mode(name: str | None = None) -> Mode:
     Compile the updates of :func:`sgn_theano.sgn` with it:
     ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``. For ``"C"`` with
     no BLAS configured, it calls :func:`link_openblas` and warns
-    (:class:`BlasLinkWarning`) that it did; for ``"JAX"``, it calls
-    :func:`prepare_jax_backend`.
+    (:class:`BlasLinkWarning`) that it did; for ``"JAX"`` and ``"NUMBA"`` it calls
+    :func:`prepare_backend`.
 
     Raises
     ------
@@ -118,9 +122,9 @@ def compile_mode(name: str | None = None) -> Mode:
                           f"{LINK_BLAS_VARIABLE}=0 to prevent it.", BlasLinkWarning,
                           stacklevel=2)
         return with_destroy_aware_merge(Mode(linker="cvm"))
-    if name == "JAX":
-        prepare_jax_backend()
-    return with_destroy_aware_merge(get_mode(name))
+    mode = get_mode(name)
+    prepare_backend(mode)
+    return with_destroy_aware_merge(mode)
 
 
 def loops_can_exit_early(mode) -> bool:
@@ -131,13 +135,34 @@ def loops_can_exit_early(mode) -> bool:
     return not isinstance(get_mode(mode).linker, JAXLinker)
 
 
+def prepare_backend(mode) -> None:
+    """Register the library's ops with the backend of ``mode`` where it needs it: JAX
+    (:func:`prepare_jax_backend`) and NUMBA (:func:`prepare_numba_backend`)."""
+    from pytensor.link.numba.linker import NumbaLinker
+
+    linker = get_mode(mode).linker
+    if not loops_can_exit_early(mode):
+        prepare_jax_backend()
+    elif isinstance(linker, NumbaLinker):
+        prepare_numba_backend()
+
+
+def prepare_numba_backend() -> None:
+    """NUMBA versions of the patch ops (:func:`sgn_theano.patches.register_numba`;
+    idempotent, imports numba)."""
+    from sgn_theano.patches import register_numba
+
+    register_numba()
+
+
 def prepare_jax_backend() -> None:
     """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
-    :func:`fix_jax_reductions`, and JAX versions of the patch ops
-    (:func:`sgn_theano.patches.register_jax`)."""
+    :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, and JAX versions of the patch
+    ops (:func:`sgn_theano.patches.register_jax`)."""
     from sgn_theano.patches import register_jax
 
     fix_jax_reductions()
+    fix_jax_alloc()
     register_jax()
 
 
@@ -169,3 +194,34 @@ def fix_jax_reductions() -> None:
         return lambda x: reduce(x).astype(dtype)
 
     _JAX_REDUCTIONS_FIXED = True
+
+
+_JAX_ALLOC_FIXED = False
+
+
+def fix_jax_alloc() -> None:
+    """Make PyTensor's JAX ``Alloc`` (``pt.zeros``, ``pt.full``...) return its output
+    dtype (idempotent).
+
+    PyTensor 3.0.7 writes a scalar constant into the JAX code as a Python number, and
+    ``jnp.broadcast_to`` makes a float64 array of it: float32 zeros come back as
+    float64, and so does everything computed from them (the zero-padded images of a
+    convolution, and then a CNN's whole gradient). This re-registers the translation
+    with a cast to the dtype PyTensor's graph says the result has;
+    :func:`prepare_jax_backend` calls it.
+    """
+    global _JAX_ALLOC_FIXED
+    if _JAX_ALLOC_FIXED:
+        return
+    import jax.numpy as jnp
+    from pytensor.link.jax.dispatch import jax_funcify
+    from pytensor.link.jax.dispatch.tensor_basic import jax_funcify_Alloc
+    from pytensor.tensor.basic import Alloc
+
+    @jax_funcify.register(Alloc)
+    def alloc_in_output_dtype(op, node, **kwargs):
+        alloc = jax_funcify_Alloc(op, node, **kwargs)
+        dtype = node.outputs[0].dtype
+        return lambda value, *shape: alloc(jnp.asarray(value, dtype=dtype), *shape)
+
+    _JAX_ALLOC_FIXED = True

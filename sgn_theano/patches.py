@@ -12,9 +12,16 @@ tens of seconds to rewrite. Here they are two nodes:
   it came from (a scatter-add).
 
 Both are linear, so the pullback of each is the other, and the double pullback that
-PyTensor's ``pushforward`` builds is one of them too. ``perform`` uses numpy (one
-strided view and one copy; ``k_h k_w`` strided additions), which the C backend calls
-and NUMBA runs in object mode; :func:`register_jax` gives JAX mode XLA's versions.
+PyTensor's ``pushforward`` builds is one of them too. Each has three implementations:
+
+* C code for the C backend: in channels-last images the ``k_w C`` numbers of one kernel
+  row of a patch are contiguous, so extracting is one ``memcpy`` per patch and kernel
+  row, and folding the matching loop of additions;
+* compiled loops for NUMBA (:func:`register_numba`);
+* JAX versions for JAX mode (:func:`register_jax`);
+
+and ``perform`` (numpy: one strided view and one copy; ``k_h k_w`` strided additions)
+for PyTensor's Python linker.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ import pytensor.tensor as pt
 from numpy.lib.stride_tricks import sliding_window_view
 from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
-from pytensor.graph.op import Op
+from pytensor.link.c.op import COp
 from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.variable import TensorVariable
 
-__all__ = ["ExtractPatches", "FoldPatches", "extract_patches", "register_jax"]
+__all__ = ["ExtractPatches", "FoldPatches", "extract_patches", "register_jax", "register_numba"]
 
 
 def _patch_count(size, kernel: int, stride: int):
@@ -37,7 +44,7 @@ def _patch_count(size, kernel: int, stride: int):
     return None if size is None else (size - kernel) // stride + 1
 
 
-class _PatchOp(Op):
+class _PatchOp(COp):
     __props__ = ("kernel_h", "kernel_w", "stride")
 
     def __init__(self, kernel_h: int, kernel_w: int, stride: int):
@@ -48,6 +55,17 @@ class _PatchOp(Op):
         s = self.stride
         return [(u, v, slice(u, u + s * (height - 1) + 1, s), slice(v, v + s * (width - 1) + 1, s))
                 for u in range(self.kernel_h) for v in range(self.kernel_w)]
+
+    def c_headers(self, **kwargs):
+        return ["<string.h>"]
+
+    def c_code_cache_version(self):
+        return (1,)
+
+    def _c_code(self, body: str, **names) -> str:
+        """``body`` with the kernel constants and ``names`` filled in (``%(name)s``)."""
+        return body % dict(names, kernel_h=self.kernel_h, kernel_w=self.kernel_w,
+                           stride=self.stride)
 
 
 class ExtractPatches(_PatchOp):
@@ -76,6 +94,9 @@ class ExtractPatches(_PatchOp):
         return [(batch, _patch_count(height, self.kernel_h, self.stride),
                  _patch_count(width, self.kernel_w, self.stride),
                  channels * (self.kernel_h * self.kernel_w))]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        return self._c_code(_EXTRACT_C, images=inputs[0], patches=outputs[0], fail=sub["fail"])
 
     def pullback(self, inputs, outputs, cotangents):
         (images,) = inputs
@@ -114,12 +135,102 @@ class FoldPatches(_PatchOp):
         _, height, width = node.inputs
         return [(batch, height, width, size // (self.kernel_h * self.kernel_w))]
 
+    def c_code(self, node, name, inputs, outputs, sub):
+        patches, height, width = inputs
+        return self._c_code(_FOLD_C, patches=patches, height=height, width=width,
+                            images=outputs[0], fail=sub["fail"])
+
     def connection_pattern(self, node):
         return [[True], [False], [False]]
 
     def pullback(self, inputs, outputs, cotangents):
         extract = ExtractPatches(self.kernel_h, self.kernel_w, self.stride)
         return [extract(cotangents[0]), disconnected_type(), disconnected_type()]
+
+
+#: C body of :class:`ExtractPatches`: one ``memcpy`` of ``k_w C`` numbers per patch and
+#: kernel row (contiguous in channels-last images); the output is reused when its shape
+#: is unchanged.
+_EXTRACT_C = """
+{
+    PyArrayObject* source = PyArray_GETCONTIGUOUS(%(images)s);
+    if (source == NULL) %(fail)s
+    const npy_intp* dims = PyArray_DIMS(source);
+    const npy_intp batch = dims[0], height = dims[1], width = dims[2], channels = dims[3];
+    const npy_intp kernel_h = %(kernel_h)s, kernel_w = %(kernel_w)s, stride = %(stride)s;
+    if (height < kernel_h || width < kernel_w) {
+        PyErr_Format(PyExc_ValueError, "ExtractPatches: a %(kernel_h)sx%(kernel_w)s kernel "
+                     "does not fit in %%ldx%%ld images", (long) height, (long) width);
+        Py_DECREF(source);
+        %(fail)s
+    }
+    npy_intp shape[4] = {batch, (height - kernel_h) / stride + 1,
+                         (width - kernel_w) / stride + 1, kernel_h * kernel_w * channels};
+    if (%(patches)s == NULL || PyArray_TYPE(%(patches)s) != PyArray_TYPE(source)
+            || !PyArray_CHKFLAGS(%(patches)s, NPY_ARRAY_C_CONTIGUOUS)
+            || !PyArray_CompareLists(PyArray_DIMS(%(patches)s), shape, 4)) {
+        Py_XDECREF(%(patches)s);
+        %(patches)s = (PyArrayObject*) PyArray_EMPTY(4, shape, PyArray_TYPE(source), 0);
+        if (%(patches)s == NULL) { Py_DECREF(source); %(fail)s }
+    }
+    const npy_intp item = PyArray_ITEMSIZE(source);
+    const size_t run = (size_t) (kernel_w * channels * item);
+    const char* from = PyArray_BYTES(source);
+    char* to = PyArray_BYTES(%(patches)s);
+    for (npy_intp b = 0; b < batch; ++b)
+        for (npy_intp i = 0; i < shape[1]; ++i)
+            for (npy_intp j = 0; j < shape[2]; ++j)
+                for (npy_intp u = 0; u < kernel_h; ++u, to += run)
+                    memcpy(to, from + ((b * height + i * stride + u) * width + j * stride)
+                                      * channels * item, run);
+    Py_DECREF(source);
+}
+"""
+
+#: C body of :class:`FoldPatches`: the output zeroed, then each kernel row of each patch
+#: added where :data:`_EXTRACT_C` read it.
+_FOLD_C = """
+{
+    PyArrayObject* source = PyArray_GETCONTIGUOUS(%(patches)s);
+    if (source == NULL) %(fail)s
+    const npy_intp* dims = PyArray_DIMS(source);
+    const npy_intp batch = dims[0], rows = dims[1], columns = dims[2], size = dims[3];
+    const npy_intp kernel_h = %(kernel_h)s, kernel_w = %(kernel_w)s, stride = %(stride)s;
+    const npy_intp channels = size / (kernel_h * kernel_w);
+    const npy_intp height = (npy_intp) ((npy_int64*) PyArray_DATA(%(height)s))[0];
+    const npy_intp width = (npy_intp) ((npy_int64*) PyArray_DATA(%(width)s))[0];
+    if (channels * kernel_h * kernel_w != size || (rows > 0 && (rows - 1) * stride + kernel_h > height)
+            || (columns > 0 && (columns - 1) * stride + kernel_w > width)) {
+        PyErr_Format(PyExc_ValueError, "FoldPatches: %%ldx%%ld patches of %%ld numbers do "
+                     "not come from %%ldx%%ld images with a %(kernel_h)sx%(kernel_w)s kernel "
+                     "and stride %(stride)s", (long) rows, (long) columns, (long) size,
+                     (long) height, (long) width);
+        Py_DECREF(source);
+        %(fail)s
+    }
+    npy_intp shape[4] = {batch, height, width, channels};
+    if (%(images)s == NULL || PyArray_TYPE(%(images)s) != PyArray_TYPE(source)
+            || !PyArray_CHKFLAGS(%(images)s, NPY_ARRAY_C_CONTIGUOUS)
+            || !PyArray_CompareLists(PyArray_DIMS(%(images)s), shape, 4)) {
+        Py_XDECREF(%(images)s);
+        %(images)s = (PyArrayObject*) PyArray_EMPTY(4, shape, PyArray_TYPE(source), 0);
+        if (%(images)s == NULL) { Py_DECREF(source); %(fail)s }
+    }
+    memset(PyArray_DATA(%(images)s), 0, PyArray_NBYTES(%(images)s));
+    const npy_intp run = kernel_w * channels;
+    const dtype_%(patches)s* from = (const dtype_%(patches)s*) PyArray_DATA(source);
+    dtype_%(images)s* to = (dtype_%(images)s*) PyArray_DATA(%(images)s);
+    for (npy_intp b = 0; b < batch; ++b)
+        for (npy_intp i = 0; i < rows; ++i)
+            for (npy_intp j = 0; j < columns; ++j)
+                for (npy_intp u = 0; u < kernel_h; ++u, from += run) {
+                    dtype_%(images)s* target =
+                        to + ((b * height + i * stride + u) * width + j * stride) * channels;
+                    for (npy_intp t = 0; t < run; ++t) target[t] += from[t];
+                }
+    Py_DECREF(source);
+}
+"""
 
 
 def _static(size: TensorVariable):
@@ -137,30 +248,105 @@ def extract_patches(images: TensorVariable, kernel: tuple[int, int], stride: int
     return ExtractPatches(kernel[0], kernel[1], stride)(images)
 
 
+_NUMBA_REGISTERED = False
+
+
+def register_numba() -> None:
+    """Give PyTensor's NUMBA backend compiled loops for these ops (idempotent; imports
+    numba): the loops of the C code (a kernel row of a patch at a time), instead of
+    ``perform`` run in numba's object mode."""
+    global _NUMBA_REGISTERED
+    if _NUMBA_REGISTERED:
+        return
+    from pytensor.link.numba.dispatch import basic as numba_basic
+
+    @numba_basic.register_funcify_default_op_cache_key(ExtractPatches)
+    def _extract_in_numba(op, node=None, **kwargs):
+        kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+
+        @numba_basic.numba_njit
+        def extract(images):
+            batch, height, width, channels = images.shape
+            if height < kernel_h or width < kernel_w:
+                raise ValueError("ExtractPatches: the kernel does not fit in the images")
+            rows, columns = (height - kernel_h) // stride + 1, (width - kernel_w) // stride + 1
+            patches = np.empty((batch, rows, columns, kernel_h * kernel_w * channels),
+                               dtype=images.dtype)
+            for b in range(batch):
+                for i in range(rows):
+                    for j in range(columns):
+                        for u in range(kernel_h):
+                            for v in range(kernel_w):
+                                start = (u * kernel_w + v) * channels
+                                patches[b, i, j, start : start + channels] = \
+                                    images[b, i * stride + u, j * stride + v, :]
+            return patches
+        return extract
+
+    @numba_basic.register_funcify_default_op_cache_key(FoldPatches)
+    def _fold_in_numba(op, node=None, **kwargs):
+        kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+
+        @numba_basic.numba_njit
+        def fold(patches, height, width):
+            batch, rows, columns, size = patches.shape
+            channels = size // (kernel_h * kernel_w)
+            height, width = height.item(), width.item()
+            if (channels * kernel_h * kernel_w != size
+                    or (rows > 0 and (rows - 1) * stride + kernel_h > height)
+                    or (columns > 0 and (columns - 1) * stride + kernel_w > width)):
+                raise ValueError("FoldPatches: the patches do not come from images of "
+                                 "this size")
+            images = np.zeros((batch, height, width, channels), dtype=patches.dtype)
+            for b in range(batch):
+                for i in range(rows):
+                    for j in range(columns):
+                        for u in range(kernel_h):
+                            for v in range(kernel_w):
+                                start = (u * kernel_w + v) * channels
+                                images[b, i * stride + u, j * stride + v, :] += \
+                                    patches[b, i, j, start : start + channels]
+            return images
+        return fold
+
+    _NUMBA_REGISTERED = True
+
+
 _JAX_REGISTERED = False
 
 
 def register_jax() -> None:
     """Give PyTensor's JAX backend these ops (idempotent; imports JAX).
 
-    :class:`ExtractPatches` becomes the same strided slices concatenated, and
-    :class:`FoldPatches` the matching scatter-adds, which XLA fuses. JAX needs static
-    shapes: ``FoldPatches`` takes ``H`` and ``W`` from its output type.
+    :class:`ExtractPatches` becomes ``jax.lax.conv_general_dilated_patches`` (XLA's
+    convolution with one-hot filters, at full float32 precision, so GPUs do not round
+    it to TF32) with its features reordered channels fastest; :class:`FoldPatches` is
+    its transpose (``jax.linear_transpose``), XLA's transposed convolution. JAX needs
+    static shapes: ``FoldPatches`` takes ``H`` and ``W`` from its output type.
     """
     global _JAX_REGISTERED
     if _JAX_REGISTERED:
         return
-    import jax.numpy as jnp
+    import jax
     from pytensor.link.jax.dispatch import jax_funcify
+
+    def extract_with(op):
+        kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+
+        def extract(images):
+            patches = jax.lax.conv_general_dilated_patches(
+                images, (kernel_h, kernel_w), (stride, stride), "VALID",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                precision=jax.lax.Precision.HIGHEST)
+            batch, rows, columns, _ = patches.shape  # features (c, u, v): channels slowest
+            channels = images.shape[3]
+            return patches.reshape(batch, rows, columns, channels, kernel_h * kernel_w
+                                   ).swapaxes(3, 4).reshape(batch, rows, columns, -1)
+        return extract
 
     @jax_funcify.register(ExtractPatches)
     def _extract_in_jax(op, node=None, **kwargs):
-        def extract(images):
-            rows = (images.shape[1] - op.kernel_h) // op.stride + 1
-            columns = (images.shape[2] - op.kernel_w) // op.stride + 1
-            return jnp.concatenate([images[:, along_h, along_w, :] for _, _, along_h, along_w
-                                    in op._window_slices(rows, columns)], axis=3)
-        return extract
+        return extract_with(op)
 
     @jax_funcify.register(FoldPatches)
     def _fold_in_jax(op, node=None, **kwargs):
@@ -168,15 +354,14 @@ def register_jax() -> None:
         if height is None or width is None:
             raise NotImplementedError("JAX mode needs the image size of a convolution to be "
                                       "static: give the input images a fixed shape.")
+        extract = extract_with(op)
 
         def fold(patches, *_sizes):
-            batch, rows, columns, size = patches.shape
-            channels = size // (op.kernel_h * op.kernel_w)
-            windows = patches.reshape(batch, rows, columns, op.kernel_h, op.kernel_w, channels)
-            images = jnp.zeros((batch, height, width, channels), dtype=patches.dtype)
-            for u, v, along_h, along_w in op._window_slices(rows, columns):
-                images = images.at[:, along_h, along_w, :].add(windows[:, :, :, u, v, :])
-            return images
+            images = jax.ShapeDtypeStruct(
+                (patches.shape[0], height, width,
+                 patches.shape[3] // (op.kernel_h * op.kernel_w)), patches.dtype)
+            (folded,) = jax.linear_transpose(extract, images)(patches)
+            return folded
         return fold
 
     _JAX_REGISTERED = True

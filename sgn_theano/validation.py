@@ -160,11 +160,12 @@ def check_mode(mode):
     ``None`` and the names of :data:`sgn_theano.modes.MODES` are
     :func:`sgn_theano.modes.compile_mode` (``None``: C where a BLAS can be linked, else
     NUMBA; its errors, such as the C mode without a BLAS, pass through unchanged);
-    anything else is handed to PyTensor, made ready for JAX where it is a JAX mode, and
+    anything else is handed to PyTensor, its backend given the library's ops
+    (:func:`sgn_theano.modes.prepare_backend`), and
     its last merge pass made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
     """
     from sgn_theano.merge_rewrite import with_destroy_aware_merge
-    from sgn_theano.modes import MODES, compile_mode, loops_can_exit_early, prepare_jax_backend
+    from sgn_theano.modes import MODES, compile_mode, prepare_backend
 
     if mode is None or isinstance(mode, str) and mode in MODES:
         return compile_mode(mode)
@@ -172,8 +173,7 @@ def check_mode(mode):
         resolved = pytensor.compile.mode.get_mode(mode)
     except Exception as error:  # pytensor raises several kinds for unknown names
         raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
-    if not loops_can_exit_early(resolved):  # the JAX backend
-        prepare_jax_backend()
+    prepare_backend(resolved)
     return with_destroy_aware_merge(resolved)
 
 

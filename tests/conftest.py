@@ -41,13 +41,11 @@ from sgn_theano.models import mlp  # noqa: E402
 link_openblas()  # the C mode's BLAS, set up openly (test_side_effects.py tests the default)
 
 TEST_MODE = "FAST_COMPILE"
+#: For the tests that need JAX mode.
+NEEDS_JAX = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                               reason="jax is not installed")
 #: The optimized backends, for the tests that run a check through each of them.
-BACKENDS = [
-    "C",
-    "NUMBA",
-    pytest.param("JAX", marks=pytest.mark.skipif(
-        importlib.util.find_spec("jax") is None, reason="jax is not installed")),
-]
+BACKENDS = ["C", "NUMBA", pytest.param("JAX", marks=NEEDS_JAX)]
 LOSSES = ("softmax_cross_entropy", "squared_error", "binary_cross_entropy")
 TOLERANCE = {"float64": 1e-8, "float32": 2e-4}
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
+from conftest import NEEDS_JAX, TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
 
 from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
 from sgn_theano.layers import conv2d, max_pool2d
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, lenet5, vgg_small
+from sgn_theano.modes import compile_mode
 
 
 def reference_conv(images, filters, stride, padding):
@@ -80,9 +81,20 @@ def test_he_initialisation_scale_uses_the_kernel_fan_in():
     assert np.std(params[0].get_value()) == pytest.approx(np.sqrt(2 / 27), rel=0.05)
 
 
-@pytest.mark.parametrize("dtype, activation", [("float64", "relu"), ("float32", "tanh")])
-def test_gauss_newton_product_on_a_tiny_cnn_matches_dense_matrix(dtype, activation):
-    x, y = pt.tensor4("x", dtype=dtype), pt.ivector("y")
+#: Every backend in float64 with relu; float32 with tanh where float32 is most fragile
+#: (the Python linker, and JAX, whose reductions return float64 unless fixed).
+CNN_PRODUCT_CASES = [
+    *(("float64", "relu", mode_name) for mode_name in (TEST_MODE, "C", "NUMBA")),
+    pytest.param("float64", "relu", "JAX", marks=NEEDS_JAX),
+    ("float32", "tanh", TEST_MODE),
+    pytest.param("float32", "tanh", "JAX", marks=NEEDS_JAX),
+]
+
+
+@pytest.mark.parametrize("dtype, activation, mode_name", CNN_PRODUCT_CASES)
+def test_gauss_newton_product_on_a_tiny_cnn_matches_dense_matrix(dtype, activation, mode_name):
+    # a static batch shape, which JAX mode needs for its convolutions
+    x, y = pt.tensor4("x", dtype=dtype, shape=(4, 6, 6, 2)), pt.ivector("y")
     layers = [("conv", 2, 3, 1, 1), ("pool", 2), ("conv", 2, 2, 2, 0), ("dense", 3)]
     outputs, params = cnn(x, (6, 6, 2), layers, activation=activation, seed=5, dtype=dtype)
     loss = softmax_cross_entropy(outputs, y)
@@ -92,9 +104,11 @@ def test_gauss_newton_product_on_a_tiny_cnn_matches_dense_matrix(dtype, activati
     vectors = [pt.tensor(dtype=dtype, shape=(None,) * p.type.ndim) for p in params]
     product = pytensor.function([x, y, *vectors],
                                 gauss_newton_product(loss, outputs, params, vectors),
-                                mode=TEST_MODE, on_unused_input="ignore")
+                                mode=compile_mode(mode_name), on_unused_input="ignore")
     v = rng.standard_normal(matrix.shape[0])
-    result = flatten(product(*batch, *unflatten(v, params)))
+    blocks = product(*batch, *unflatten(v, params))
+    assert all(np.asarray(block).dtype == dtype for block in blocks)
+    result = flatten(blocks)
     np.testing.assert_allclose(result, matrix @ v, rtol=TOLERANCE[dtype] * 10,
                                atol=TOLERANCE[dtype])
 
@@ -140,9 +154,10 @@ def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode, tiny_cnn_solutio
     # The CG loop body slices the images with symbolic bounds (padding, pooling): scalar
     # loop invariants that must be handed to the loop as tensors (a regression test).
     # C too: the patch ops have a C-mode implementation of their own (NUMBA's and JAX's
-    # are checked on the ops alone in test_patches.py). Not JAX: PyTensor's JAX scan
-    # needs reshape shapes it can see inside the loop, and the CG loop receives them as
-    # invariants (with either convolution method).
+    # are checked on the ops alone in test_patches.py, and in a CNN's G v in every mode
+    # above; a whole NUMBA step on a CNN takes minutes to JIT). Not JAX: PyTensor's JAX
+    # scan needs reshape shapes it can see inside the loop, and the CG loop receives them
+    # as invariants, even with static image shapes (issue 15).
     batch, expected = tiny_cnn_solution
     loss, outputs, params, inputs = tiny_cnn()  # fresh parameters for each mode
     before = flatten(p.get_value() for p in params)

@@ -4,11 +4,12 @@ and JAX where it is installed. Each compiles a real rewritten graph."""
 import importlib.util
 
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from conftest import BACKENDS, flatten, unflatten
+from conftest import BACKENDS, NEEDS_JAX, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.modes import compile_mode
@@ -65,3 +66,16 @@ def test_jax_mode_in_float32_with_a_batch_over_127_rows():
              rng.integers(0, 3, 300).astype(np.int32))
     info = SGN(loss, params, logits, [x, y], mode="JAX").step(*batch)
     assert info.accepted and info.loss_after < info.loss
+
+
+@NEEDS_JAX
+def test_jax_mode_keeps_float32_zeros_float32():
+    # PyTensor's JAX Alloc broadcast a Python float: float32 zeros (a convolution's
+    # padding) came back in float64, and a CNN's gradient with them
+    # (sgn_theano.modes.fix_jax_alloc).
+    x = pt.vector("x", dtype="float32")
+    padded = pt.set_subtensor(pt.zeros((x.shape[0] + 2,), dtype="float32")[1:-1], x)
+    function = pytensor.function([x], [padded, pt.full((2,), 3, dtype="float32")],
+                                 mode=compile_mode("JAX"))
+    assert [np.asarray(value).dtype for value in function(np.ones(3, np.float32))] == [
+        np.float32, np.float32]

@@ -53,20 +53,61 @@ def test_patches_match_numpy_and_fold_is_their_adjoint(geometry):
 
 
 @pytest.mark.parametrize("mode_name", BACKENDS)
-def test_patch_ops_in_each_backend_keep_float32(mode_name):
-    height, width, kernel_h, kernel_w, stride = GEOMETRIES[1]
-    extract, fold = patch_functions(compile_mode(mode_name), *GEOMETRIES[1], dtype="float32")
+@pytest.mark.parametrize("geometry", [GEOMETRIES[1], GEOMETRIES[2]], ids=["stride2", "stride3"])
+def test_patch_ops_in_each_backend_match_numpy_and_keep_float32(mode_name, geometry):
+    height, width, kernel_h, kernel_w, stride = geometry
+    extract, fold = patch_functions(compile_mode(mode_name), *geometry, dtype="float32")
     rng = np.random.default_rng(1)
     images = rng.standard_normal((2, height, width, 3)).astype(np.float32)
     patches = extract(images)
     assert patches.dtype == np.float32
     np.testing.assert_array_equal(patches, reference_patches(images, kernel_h, kernel_w, stride))
     cotangent = rng.standard_normal(patches.shape).astype(np.float32)
-    reference_fold = patch_functions(TEST_MODE, *GEOMETRIES[1])[1]
+    reference_fold = patch_functions(TEST_MODE, *geometry)[1]
     folded = fold(cotangent)
     assert folded.dtype == np.float32
     np.testing.assert_allclose(folded, reference_fold(cotangent.astype(np.float64)),
                                rtol=1e-5, atol=1e-6)
+    # the same function again, on a new batch size (outputs are reused when they fit)
+    np.testing.assert_array_equal(extract(images[:1]), patches[:1])
+
+
+@pytest.mark.parametrize("mode_name", [TEST_MODE, "C", "NUMBA"])
+def test_images_smaller_than_the_kernel_and_folds_of_the_wrong_size_are_refused(mode_name):
+    extract, fold = patch_functions(compile_mode(mode_name), 5, 5, 3, 3, 1)
+    with pytest.raises(ValueError):
+        extract(np.zeros((1, 2, 5, 1)))
+    with pytest.raises(ValueError):  # 3x3 patches of a 3x3 kernel need 5x5 images, not 4x4
+        patch_functions(compile_mode(mode_name), 4, 4, 3, 3, 1)[1](np.zeros((1, 3, 3, 9)))
+
+
+@pytest.mark.parametrize("mode_name", [TEST_MODE, *BACKENDS])
+def test_gradient_and_forward_product_match_finite_differences_in_each_backend(mode_name):
+    """The gradient of a non-linear function of the patches and of their fold (through
+    each op's pullback), and the forward-mode product (the double pullback), against
+    central differences, compiled in each backend."""
+    mode = compile_mode(mode_name)
+    rng = np.random.default_rng(4)
+    x, direction = rng.standard_normal((2, 1, 7, 6, 2))
+    images = pt.tensor4("images", shape=x.shape)
+    patches = extract_patches(images, (3, 2), 2)
+    folded = FoldPatches(3, 2, 2)(pt.tanh(patches), 7, 6)
+    value = (pt.sin(patches) ** 2).sum() + (folded * images).sum()
+    (gradient,) = pytensor.grad(value, [images])
+    tangent = pytensor.gradient.pushforward(folded, images, pt.constant(direction))
+    evaluate, differentiate = (pytensor.function([images], outputs, mode=mode)
+                               for outputs in (value, [gradient, tangent]))
+    analytic_gradient, analytic_tangent = differentiate(x)
+    step = 1e-6
+    numeric_gradient = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        shift = np.zeros_like(x)
+        shift[index] = step
+        numeric_gradient[index] = (evaluate(x + shift) - evaluate(x - shift)) / (2 * step)
+    np.testing.assert_allclose(analytic_gradient, numeric_gradient, rtol=1e-6, atol=1e-7)
+    fold_at = pytensor.function([images], folded, mode=TEST_MODE)
+    numeric_tangent = (fold_at(x + step * direction) - fold_at(x - step * direction)) / (2 * step)
+    np.testing.assert_allclose(analytic_tangent, numeric_tangent, rtol=1e-6, atol=1e-7)
 
 
 def test_derivatives_of_each_op_are_the_other_one():
