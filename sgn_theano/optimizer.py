@@ -31,6 +31,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import validation
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
+from sgn_theano.data_parallel import DataParallel
 from sgn_theano.modes import loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
@@ -224,6 +225,17 @@ class SGN:
         Compile mode: a name of :data:`sgn_theano.modes.MODES` (``"C"``, ``"NUMBA"``,
         ``"JAX"``...) or any PyTensor mode. Default: ``"C"`` linked to OpenBLAS where
         it is found (the fastest to compile, as fast to run), else ``"NUMBA"``.
+    comm : mpi4py communicator, optional
+        Data parallelism (:mod:`sgn_theano.data_parallel`): every process of ``comm``
+        builds the same SGN and calls :meth:`step` on its own shard of each batch
+        (shards may differ in size), and ``loss`` is the mean over the shard. The loss,
+        the gradient, each :math:`G v` and each loss of the line search are summed over
+        the processes, weighted by shard size, inside the compiled step, so every
+        process takes the step one process would take on the whole batch (the
+        curvature mini-batch is ``curvature_fraction`` of each shard). The parameters
+        are set to rank 0's values here. A bad batch on any process raises the same
+        error on every process, with nothing changed. Modes C and NUMBA (JAX has no
+        MPI op here).
     """
 
     def __init__(
@@ -250,6 +262,7 @@ class SGN:
         warm_start: float = 0.0,
         curvature_fraction: float = 1.0,
         mode=None,
+        comm=None,
     ):
         params = validation.check_params(params)
         self.dtype = validation.check_graph(validation.check_loss(loss), outputs, params)
@@ -265,6 +278,10 @@ class SGN:
             curvature_fraction=curvature_fraction,
         )
         mode = validation.check_mode(mode)
+        self._parallel = None if comm is None else DataParallel(comm, self.dtype)
+        if self._parallel is not None and not loops_can_exit_early(mode):
+            raise ValueError("`comm` (data-parallel SGN) works in modes C and NUMBA; JAX mode "
+                             "has no MPI op in this library (mpi4jax is not supported yet).")
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
         self.state = SGNState.create(params, self.config, self.dtype)
         # The curvature rows come in as inputs of their own (cut from the arrays in
@@ -276,12 +293,16 @@ class SGN:
         curvature = curvature_batch(loss, outputs, dict(zip(batched, self._curvature_inputs)))
         step_outputs, updates = build_step(loss, outputs, self.state, self.config,
                                            early_exit=loops_can_exit_early(mode),
-                                           curvature=curvature)
+                                           curvature=curvature, parallel=self._parallel)
+        weights = [] if self._parallel is None else [self._parallel.weight,
+                                                     self._parallel.curvature_weight]
         # The rows of an input the products do not need (the targets of a squared error,
         # whose Hessian is constant) go unused; `check_inputs` has checked the others.
-        self._step = pytensor.function(self.inputs + self._curvature_inputs,
+        self._step = pytensor.function(self.inputs + self._curvature_inputs + weights,
                                        list(step_outputs), updates=updates, mode=mode,
                                        on_unused_input="ignore")
+        if self._parallel is not None:
+            self._parallel.broadcast(self.params)
 
     @property
     def params(self) -> list:
@@ -302,12 +323,27 @@ class SGN:
         -------
         StepInfo
         """
+        if self._parallel is None:
+            values = self._step(*self._checked_arrays(batch))
+        else:
+            values = self._parallel.call(self._step, lambda: self._checked_arrays(batch),
+                                         self._rows)
+        return StepInfo.from_outputs(StepOutputs._make(values))
+
+    def _checked_arrays(self, batch) -> list:
+        """The batch checked (:func:`sgn_theano.validation.check_batch`), followed by
+        its curvature rows where a curvature mini-batch is used."""
         arrays = validation.check_batch(self.inputs, batch)
         if self._curvature_inputs:
             batched = [array for array in arrays if array.ndim >= 1]
             rows = curvature_rows(self.config.curvature_fraction, len(batched[0]))
             arrays += [array[:rows] for array in batched]
-        return StepInfo.from_outputs(StepOutputs._make(self._step(*arrays)))
+        return arrays
+
+    def _rows(self, arrays: list) -> tuple[int, int]:
+        """The rows of a checked batch, and of its curvature mini-batch."""
+        rows = len(next(array for array in arrays if array.ndim >= 1))
+        return rows, curvature_rows(self.config.curvature_fraction, rows)
 
     @property
     def damping(self) -> float:

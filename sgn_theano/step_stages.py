@@ -27,6 +27,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.curvature import gauss_newton_product
+from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
 from sgn_theano.line_search import armijo_backtracking
 from sgn_theano.preconditioners import diagonal_preconditioner
@@ -141,6 +142,7 @@ def gauss_newton_direction(
     preconditioner: Callable[[Blocks], Blocks] | None = None,
     progress_tol: float = 0.0,
     early_exit: bool = True,
+    sum_products: Callable[[Blocks], Blocks] | None = None,
 ) -> CGResult:
     """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
 
@@ -155,10 +157,16 @@ def gauss_newton_direction(
     max_cg_iters, cg_tol, x0, preconditioner, progress_tol, early_exit
         As ``max_iters``, ``tol``, ``x0``, ``preconditioner``, ``progress_tol`` and
         ``early_exit`` of :func:`sgn_theano.cg.conjugate_gradient`.
+    sum_products : callable, optional
+        Applied to each :math:`G v` before the damping is added: the sum over the
+        processes of a data-parallel step
+        (:meth:`sgn_theano.data_parallel.DataParallel.weighted_sum`).
     """
 
     def damped_product(vectors: Blocks) -> Blocks:
         products = gauss_newton_product(loss, outputs, params, vectors)
+        if sum_products is not None:
+            products = sum_products(products)
         return [product + damping * vector for product, vector in zip(products, vectors)]
 
     return conjugate_gradient(
@@ -189,10 +197,12 @@ def right_hand_side(gradients: Blocks, gradient_finite: TensorVariable, state: S
 
 
 def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config: SGNConfig,
-                     early_exit: bool) -> CGResult:
+                     early_exit: bool, sum_products: Callable[[Blocks], Blocks] | None = None,
+                     ) -> CGResult:
     """CG on :math:`(G + \\rho I) d = b` with the options of ``config``: the tolerance
     relative to :math:`\\lVert b \\rVert`, the warm start from the last accepted
-    direction, and the preconditioner."""
+    direction, and the preconditioner; ``sum_products`` as in
+    :func:`gauss_newton_direction`."""
     rho, dtype = state.damping, state.damping.dtype
     x0 = None
     if state.direction:
@@ -205,23 +215,33 @@ def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config
     return gauss_newton_direction(
         loss, params, outputs, rhs, rho, max_cg_iters=config.max_cg_iters, cg_tol=tolerance,
         x0=x0, preconditioner=preconditioner, progress_tol=config.cg_progress_tol,
-        early_exit=early_exit,
+        early_exit=early_exit, sum_products=sum_products,
     )
 
 
 def choose_step_size(loss: TensorVariable, params: Sequence, direction: Blocks,
-                     slope: TensorVariable, config: SGNConfig, early_exit: bool) -> StepSize:
+                     slope: TensorVariable, config: SGNConfig, early_exit: bool, *,
+                     loss_now: TensorVariable | None = None,
+                     total: Callable[[TensorVariable], TensorVariable] | None = None,
+                     ) -> StepSize:
     """Armijo backtracking from ``config.learning_rate`` with ``config.line_search``;
-    otherwise that step size, with the loss after it evaluated for the trust region."""
+    otherwise that step size, with the loss after it evaluated for the trust region.
+
+    In a data-parallel step ``loss`` is this process's shard's, ``total`` sums a value
+    of it over the processes and ``loss_now`` is the sum at the current parameters;
+    by default the loss is the whole batch's.
+    """
     dtype = loss.dtype
+    total = total or (lambda value: value)
+    loss_now = loss if loss_now is None else loss_now
 
     def loss_at(step_size):
         moved = {p: p + step_size * d for p, d in zip(params, direction)}
-        return graph_replace(loss, replace=moved)
+        return total(graph_replace(loss, replace=moved))
 
     learning_rate = pt.constant(config.learning_rate, dtype=dtype)
     if config.line_search:
-        search = armijo_backtracking(loss_at, loss, slope, initial_step=learning_rate,
+        search = armijo_backtracking(loss_at, loss_now, slope, initial_step=learning_rate,
                                      early_exit=early_exit)
         return StepSize(search.step_size, search.loss, search.tries, search.success)
     loss_after = (loss_at(learning_rate) if config.trust_region
@@ -272,6 +292,7 @@ def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVar
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                config: SGNConfig, early_exit: bool,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
+               parallel: DataParallel | None = None,
                ) -> tuple[StepOutputs, OrderedDict]:
     """The outputs and updates of one SGN step: the stages of this module in order.
 
@@ -279,18 +300,31 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     (:func:`sgn_theano.curvature.curvature_batch`): the Gauss-Newton products, and so
     the curvature term of :func:`trust_ratio`, use it; the gradient, the loss and the
     line search use the whole batch. ``None`` uses the whole batch throughout.
+
+    With ``parallel`` (:class:`sgn_theano.data_parallel.DataParallel`), ``loss`` is
+    the mean over this process's shard of the batch, and the loss, the gradient, every
+    :math:`G v` and every loss of the line search are summed over the processes
+    (weighted by shard size); everything computed from them is then the same on every
+    process, which takes the step one process would take on the whole batch.
     """
     params, rho = state.params, state.damping
     curvature_loss, curvature_outputs = curvature or (loss, outputs)
-    gradients = pytensor.grad(loss, params)
+    shard_loss = loss
+    if parallel is None:
+        gradients = pytensor.grad(loss, params)
+        sum_products = total = None
+    else:
+        loss, gradients = parallel.loss_and_gradients(shard_loss, params)
+        sum_products, total = parallel.curvature_sum, parallel.total
     gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
     solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
-                                early_exit)
+                                early_exit, sum_products)
     direction = solution.x
     slope = dot(gradients, direction)
     damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
-    size = choose_step_size(loss, params, direction, slope, config, early_exit)
+    size = choose_step_size(shard_loss, params, direction, slope, config, early_exit,
+                            loss_now=loss, total=total)
     checks = [
         (Rejection.NON_FINITE_GRADIENT, gradient_finite),
         (Rejection.UNUSABLE_DIRECTION, pt.isfinite(dot(direction, direction))

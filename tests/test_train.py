@@ -16,6 +16,7 @@ from resumable_run import synthetic_blobs
 
 from sgn_theano import adam, softmax_cross_entropy
 from sgn_theano.bench.cli import main, parse_optimizers
+from sgn_theano.bench.paper import PaperExperiment, format_paper_table, run_paper
 from sgn_theano.models import mlp
 from sgn_theano.bench.train import FirstOrder, make_evaluator, train
 
@@ -190,6 +191,38 @@ def test_cli_mnist_without_files_uses_the_bundled_digits_and_boston_runs(tmp_pat
             assert last["test_accuracy"] > 0.75
         else:
             assert last["test_loss"] < first["test_loss"]
+
+
+def test_paper_runs_equal_seconds_then_equal_epochs_and_skips_what_is_missing(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    boston = PaperExperiment("Boston housing, MLP 8 tanh",
+                             ("--task", "boston", "--sizes", "13-8-1", "--batch-size", "101"),
+                             sgn=(2,), sgd=(0.01, 0.1), adam=(1e-3,), seconds=1.5,
+                             published={"SGD": ("", 0.026), "SGN": ("k=10", 0.0097)},
+                             published_at="10 s")
+    cifar = PaperExperiment("CIFAR-10", ("--task", "cifar10"), sgn=(3,), sgd=(0.1,),
+                            adam=(1e-3,), seconds=1, needs_data_dir=True)
+    output = tmp_path / "paper.json"
+    (summary,) = run_paper(main, ["--mode", "FAST_COMPILE", "--no-plots", "--no-progress"],
+                           str(output), experiments=[boston, cifar])
+    assert "skipping CIFAR-10 (needs --data-dir)" in capsys.readouterr().out
+    assert summary["metric"] == "test_loss" and summary["seconds"] == 1.5
+    assert set(summary["at_seconds"]) == set(summary["at_epochs"]) == {"SGD", "SGN", "ADAM"}
+    timed, counted = (json.loads(open(path).read()) for path in summary["records"])
+    assert {run["optimizer"] for run in timed["runs"]} == {"SGN k=2", "SGD lr=0.01",
+                                                           "SGD lr=0.1", "ADAM lr=0.001"}
+    # the equal-epochs runs: each method's best setting, for SGN's epoch count
+    assert timed["config"]["time_budget"] == 1.5 and counted["config"]["epochs"] == \
+        summary["epochs"] >= 1
+    assert {run["optimizer"] for run in counted["runs"]} == {
+        name for name, _ in summary["at_seconds"].values()}
+    for run in counted["runs"]:
+        assert run["history"][-1]["epoch"] >= summary["epochs"]
+    for name, value in summary["at_seconds"].values():
+        assert name in {run["optimizer"] for run in timed["runs"]} and 0 < value < 1
+    table = format_paper_table([summary])
+    assert "Boston housing" in table and "0.026 / 0.0097 (k=10) at 10 s" in table
+    assert json.loads(output.read_text()) == json.loads(json.dumps([summary]))
 
 
 def test_cli_cnn_on_cifar10_files(tmp_path, capsys):

@@ -7,6 +7,7 @@ Examples::
     sgn-bench --task sine --frequency 100 --time-budget 20
     sgn-bench --task autoencoder --optimizers sgn sgd:0.1,0.3,1 adam:1e-3,3e-3
     sgn-bench --task cifar10 --data-dir ~/data --model vgg
+    sgn-bench --paper --quick                          # the SGN paper's table, shortened
 
 Each optimizer setting trains a fresh model (the same initialisation for a given seed);
 test accuracy (classification) or test loss (regression) is taken at the checkpoints.
@@ -17,6 +18,7 @@ time and against epochs) are written next to ``--output``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ from sgn_theano.bench.batch_study import (
     format_batch_study,
     plot_batch_study,
 )
+from sgn_theano.bench.paper import QUICK_FRACTION, format_paper_table, run_paper
 from sgn_theano.bench.plots import plot_runs
 from sgn_theano.bench.table import format_table
 from sgn_theano.bench.tasks import (
@@ -49,6 +52,7 @@ from sgn_theano.bench.tasks import (
     metric_of,
 )
 from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
+from sgn_theano.data_parallel import DataParallel
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
 from sgn_theano.optimizer import SGN
@@ -57,6 +61,8 @@ from sgn_theano.updates import adam, sgd
 __all__ = ["main", "parse_optimizers"]
 
 DEFAULT_VALUES = {"sgn": 3.0, "sgd": 0.1, "adam": 1e-3}
+#: Set in processes started by mpirun (OpenMPI; MPICH and PMIx launchers).
+MPI_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
 
 
 def parse_optimizers(spec: str) -> list[tuple[str, float]]:
@@ -131,7 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PyTensor compile mode (default: C if OpenBLAS is found, "
                         "else NUMBA)")
     parser.add_argument("--quick", action="store_true",
-                        help="25 s per run, checkpoints 5,10 (about 2 minutes)")
+                        help="25 s per run, checkpoints 5,10 (about 2 minutes); with "
+                        f"--paper, {QUICK_FRACTION:g} of each of the paper's budgets")
+    parser.add_argument("--paper", action="store_true",
+                        help="the SGN paper's experiments (its models, batch sizes and "
+                        "grids, Adam added) on every task available here, at equal seconds "
+                        "and equal epochs, beside the published figures; --data-dir is then "
+                        "CIFAR-10's folder (skipped without it); --task, --model, "
+                        "--optimizers and the budget options are ignored")
     parser.add_argument("--output", default="results/sgn-bench.json",
                         help="the JSON record; the plots go next to it")
     parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
@@ -139,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> TrainResult:
-    """Build a fresh model and train it with one optimizer setting."""
+def run_one(name: str, value: float, seed: int, arrays, args, mode, marks,
+            comm=None) -> TrainResult:
+    """Build a fresh model and train it with one optimizer setting (data-parallel on the
+    processes of ``comm``, if given)."""
     x_train, y_train, x_test, y_test = arrays
     classification = args.task in CLASSIFICATION
     x = pt.matrix("x", dtype="float32")
@@ -155,10 +170,14 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> Tr
         if args.curvature_fraction is not None:
             options["curvature_fraction"] = args.curvature_fraction
         optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode,
-                        **options)
+                        comm=comm, **options)
     else:
         rule = sgd if name == "sgd" else adam
-        optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
+        parallel = None if comm is None else DataParallel(comm, loss.dtype)
+        total, gradients = (loss, loss) if parallel is None else \
+            parallel.loss_and_gradients(loss, params)
+        optimizer = FirstOrder([x, y], total, rule(gradients, params, value), mode=mode,
+                               parallel=parallel)
     evaluate = make_evaluator([x, y], outputs, loss, x_test, y_test, mode=mode,
                               accuracy=classification)
     by_epochs = args.epochs is not None
@@ -168,7 +187,7 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks) -> Tr
                    max_epochs=args.epochs,
                    checkpoints=[mark * steps_per_epoch for mark in marks] if by_epochs
                    else marks, seed=seed, name=f"{label(name, value)} seed {seed}",
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, comm=comm)
     return result
 
 
@@ -184,10 +203,37 @@ def _apply_defaults(args) -> None:
     args.batch_size = batch if args.batch_size is None else args.batch_size
 
 
+def world():
+    """``mpi4py``'s ``COMM_WORLD`` when this process was started by ``mpirun`` with
+    other processes, else ``None`` (mpi4py is imported only then)."""
+    if not any(os.environ.get(name) for name in MPI_LAUNCHER_VARIABLES):
+        return None
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sgn-bench`` with the command-line arguments ``argv``; the exit status."""
+    """Run ``sgn-bench`` with the command-line arguments ``argv``; the exit status.
+
+    Started by ``mpirun -n P``, it trains data-parallel: every process reads the data
+    and takes its part of each batch; only rank 0 prints and writes files.
+    """
     args = build_parser().parse_args(argv)
+    comm = world()
+    if comm is not None and comm.Get_rank() != 0:
+        args.output, args.no_progress = "", True
+        with open(os.devnull, "w") as silent, contextlib.redirect_stdout(silent):
+            return _main(args, comm)
+    return _main(args, comm)
+
+
+def _main(args, comm) -> int:
+    if args.paper:
+        return _paper(args)
     _apply_defaults(args)
+    if comm is not None and comm.Get_rank() == 0:
+        print(f"sgn-bench: data-parallel over {comm.Get_size()} processes (mpirun)")
     # What a benchmark process wants, done here and not on import (README, "Performance").
     reuse_freed_memory()
     link_openblas()
@@ -213,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = study.setdefault(batch_size, {})
         for name, value in args.optimizers:
             for seed in args.seeds:
-                result = run_one(name, value, seed, arrays, args, mode, marks)
+                result = run_one(name, value, seed, arrays, args, mode, marks, comm)
                 methods.setdefault(name.upper(), {}).setdefault(label(name, value),
                                                                 []).append(result)
         print(f"\nbatch {batch_size}:" if len(batch_sizes) > 1 else "")
@@ -227,6 +273,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_batch_study(best, marks, metric_of(args.task), unit[:2]))
     if args.output:
         write_record(study, args, mode_name, marks, best)
+    return 0
+
+
+def _paper(args) -> int:
+    """``--paper``: :func:`sgn_theano.bench.paper.run_paper` through :func:`main`."""
+    options = [*(["--mode", args.mode] if args.mode else []),
+               *(["--no-plots"] if args.no_plots else []),
+               *(["--no-progress"] if args.no_progress else [])]
+    summaries = run_paper(main, options, args.output,
+                          fraction=QUICK_FRACTION if args.quick else 1.0,
+                          data_dir=args.data_dir, seeds=args.seeds)
+    if not summaries:
+        return 2
+    print("\nthe SGN paper's experiments, published (TITAN X GPU, Theano) and here:")
+    print(format_paper_table(summaries))
     return 0
 
 

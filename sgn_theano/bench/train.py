@@ -27,7 +27,8 @@ except ImportError as missing:  # the harness's dependencies are the `bench` ext
 
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
-from sgn_theano.validation import check_mode, set_checked_values
+from sgn_theano.data_parallel import DataParallel
+from sgn_theano.validation import check_batch, check_mode, set_checked_values
 
 #: The progress bar: spent and total budget, in its unit.
 BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]"
@@ -121,16 +122,30 @@ class FirstOrder:
 
     ``step(*batch) -> loss``; its state is every shared variable the updates write
     (parameters, moment buffers, step counters), in the order of ``updates``.
+
+    With ``parallel`` (:class:`sgn_theano.data_parallel.DataParallel`), each process
+    steps on its shard of every batch: build ``loss, gradients =
+    parallel.loss_and_gradients(shard_loss, params)`` and the updates from those
+    gradients (``sgd(gradients, params, lr)``); the state is set to rank 0's here, and
+    a bad batch on any process raises the same error on all (the batch is checked).
     """
 
     def __init__(self, inputs: Sequence[TensorVariable], loss: TensorVariable, updates, *,
-                 mode=None):
+                 mode=None, parallel: DataParallel | None = None):
         self._variables = list(updates)
-        self._function = pytensor.function(list(inputs), loss, updates=updates,
-                                           mode=check_mode(mode))
+        self._inputs, self._parallel = list(inputs), parallel
+        weights = [] if parallel is None else [parallel.weight, parallel.curvature_weight]
+        self._function = pytensor.function(self._inputs + weights, loss, updates=updates,
+                                           mode=check_mode(mode), on_unused_input="ignore")
+        if parallel is not None:
+            parallel.broadcast(self._variables)
 
     def step(self, *batch) -> float:
-        return float(self._function(*batch))
+        if self._parallel is None:
+            return float(self._function(*batch))
+        rows = (lambda arrays: (len(arrays[0]), len(arrays[0])))
+        return float(self._parallel.call(
+            self._function, lambda: check_batch(self._inputs, batch), rows))
 
     def state_dict(self) -> dict:
         return {"state": [variable.get_value(borrow=False) for variable in self._variables]}
@@ -180,6 +195,7 @@ def train(
     progress: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
     save_every: int | None = None,
+    comm=None,
 ) -> TrainResult:
     """Run ``optimizer`` on shuffled mini-batches until the budget is spent.
 
@@ -221,6 +237,15 @@ def train(
         after the current step and raises ``KeyboardInterrupt``.
     save_every : int, optional
         Also save every that many steps.
+    comm : mpi4py communicator, optional
+        Data-parallel training: every process of ``comm`` calls ``train`` with the same
+        arguments and an optimizer built with that ``comm``
+        (:class:`sgn_theano.SGN`'s ``comm``, or :class:`FirstOrder`'s ``parallel``).
+        Each takes its part of every batch (``numpy.array_split`` into as many parts
+        as processes, in rank order); the seconds of each step are rank 0's, so every
+        process stops after the same step; only rank 0 shows progress and writes the
+        checkpoint file, which every process reads to resume (with the same number of
+        processes).
 
     Returns
     -------
@@ -231,8 +256,12 @@ def train(
     steps_per_epoch = max(1, len(train_arrays[0]) // batch_size)
     by_time, budget = _check_budget(time_budget, max_steps, max_epochs, steps_per_epoch,
                                     save_every)
-    run = _Run(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time,
-               {"seed": seed, "batch_size": batch_size}, TrainResult(name=name))
+    settings = {"seed": seed, "batch_size": batch_size}
+    rank = 0
+    if comm is not None:
+        rank, settings["processes"] = comm.Get_rank(), comm.Get_size()
+    run = _Run(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time, settings,
+               TrainResult(name=name), comm)
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         _resume(checkpoint_path, run.settings, optimizer, run.result, run.losses)
     else:
@@ -240,7 +269,7 @@ def train(
     marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
                    | {budget})
     bar = tqdm(total=budget, initial=min(run.used(), budget), desc=name, unit=run.unit,
-               disable=not progress, bar_format=BAR_FORMAT)
+               disable=not progress or rank != 0, bar_format=BAR_FORMAT)
     batches = minibatches(train_arrays, batch_size, seed=seed, start=run.result.steps)
     with _deferred_interrupts() as interrupts:
         try:
@@ -293,6 +322,7 @@ class _Run:
     by_time: bool
     settings: dict  # what a resumed run must share with the saved one
     result: TrainResult
+    comm: object = None  # the processes of a data-parallel run
     losses: list[float] = field(default_factory=list)  # since the last checkpoint
 
     @property
@@ -306,9 +336,14 @@ class _Run:
 
     def take_step(self, batch) -> tuple[float, float]:
         """One optimizer step: ``(loss, seconds)``; a non-finite loss marks divergence."""
+        if self.comm is not None:
+            parts = [np.array_split(array, self.comm.Get_size()) for array in batch]
+            batch = [part[self.comm.Get_rank()] for part in parts]
         started = time.perf_counter()
         outcome = self.optimizer.step(*batch)
         elapsed = time.perf_counter() - started
+        if self.comm is not None:  # every process counts rank 0's seconds
+            elapsed = self.comm.bcast(elapsed, root=0)
         loss = float(getattr(outcome, "loss", outcome))
         self.result.rejected += not getattr(outcome, "accepted", True)
         self.result.steps += 1
@@ -328,8 +363,8 @@ class _Run:
         self.save()
 
     def save(self) -> None:
-        """Write the checkpoint file, if there is one."""
-        if self.checkpoint_path is None:
+        """Write the checkpoint file, if there is one (rank 0 of a data-parallel run)."""
+        if self.checkpoint_path is None or (self.comm is not None and self.comm.Get_rank()):
             return
         result = self.result
         save_checkpoint(self.checkpoint_path, {

@@ -1,0 +1,80 @@
+"""Data-parallel SGN over MPI: ``mpirun -n 2 --oversubscribe`` on localhost, with a
+timeout so that a hang fails (the scenarios are in ``mpi_scenarios.py``)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytensor.tensor as pt
+import pytest
+
+from sgn_theano.data_parallel import AllreduceSum, DataParallel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEEDS_MPI = pytest.mark.skipif(
+    shutil.which("mpirun") is None or __import__("importlib").util.find_spec("mpi4py") is None,
+    reason="needs OpenMPI's mpirun and mpi4py (README, set-up)")
+TIMEOUT = 300
+
+
+def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """``mpirun -n 2 --oversubscribe python ...`` on localhost (root allowed, as in CI)."""
+    environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+    command = ["mpirun", "-n", str(processes), "--oversubscribe", sys.executable, *arguments]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
+                              env=environment, cwd=HERE)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"{' '.join(command)} hung for {TIMEOUT} s:\n{expired.stdout}\n"
+                    f"{expired.stderr}")
+
+
+@NEEDS_MPI
+@pytest.mark.parametrize("mode_name, scenarios", [
+    ("C", ["equal-shards", "unequal-shards", "errors", "state", "curvature", "first-order"]),
+    pytest.param("NUMBA", ["unequal-shards", "errors"], marks=pytest.mark.slow),  # JIT: minutes
+])
+def test_two_processes_take_the_steps_of_one_on_the_whole_batch(mode_name, scenarios):
+    completed = mpirun("mpi_scenarios.py", mode_name, *scenarios)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    reported = [line.split()[-1] for line in completed.stdout.splitlines() if "ok " in line]
+    assert reported == scenarios
+
+
+@NEEDS_MPI
+def test_sgn_bench_under_mpirun_trains_data_parallel_and_rank_0_writes(tmp_path):
+    pytest.importorskip("mlxtend")
+    output = tmp_path / "boston.json"
+    completed = mpirun("-m", "sgn_theano", "--task", "boston", "--sizes", "13-8-1",
+                       "--epochs", "3", "--optimizers", "sgn:3", "adam", "--no-progress",
+                       "--no-plots", "--output", str(output))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.count("data-parallel over 2 processes") == 1  # rank 0 only
+    runs = json.loads(output.read_text())["runs"]
+    assert [run["optimizer"] for run in runs] == ["SGN k=3", "ADAM lr=0.001"]
+    for run in runs:
+        assert run["steps"] == 12 and run["history"][-1]["test_loss"] < run["history"][0][
+            "test_loss"]
+
+
+def test_comm_must_be_a_communicator_and_sums_need_one_dtype():
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        DataParallel(object(), "float64")
+
+    class OneProcess:  # what DataParallel needs of a communicator
+        def Allreduce(self, *args, **kwargs): ...
+        def allgather(self, value): return [value]
+        def Bcast(self, *args, **kwargs): ...
+        def Get_rank(self): return 0
+        def Get_size(self): return 1
+
+    with pytest.raises(TypeError, match="one dtype"):
+        AllreduceSum(OneProcess())(pt.vector(dtype="float32"), pt.vector(dtype="float64"))
+    group = DataParallel(OneProcess(), "float64")
+    with pytest.raises(RuntimeError, match="loss_and_gradients"):
+        group.weighted_sum([pt.vector()])
+    assert np.dtype(group.weight.dtype) == np.float64
