@@ -60,12 +60,14 @@ class _PatchOp(COp):
         return ["<string.h>"]
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
-    def _c_code(self, body: str, **names) -> str:
-        """``body`` with the kernel constants and ``names`` filled in (``%(name)s``)."""
-        return body % dict(names, kernel_h=self.kernel_h, kernel_w=self.kernel_w,
-                           stride=self.stride)
+    def _c_code(self, body: str, output: str, **names) -> str:
+        """``body`` with the kernel constants and ``names`` filled in (``%(name)s``), and
+        ``%(allocate)s`` by :data:`_ALLOCATE_C` for the array ``output``."""
+        allocate = _ALLOCATE_C % {"output": output, "fail": names["fail"]}
+        return body % dict(names, allocate=allocate, kernel_h=self.kernel_h,
+                           kernel_w=self.kernel_w, stride=self.stride)
 
 
 class ExtractPatches(_PatchOp):
@@ -96,7 +98,8 @@ class ExtractPatches(_PatchOp):
                  channels * (self.kernel_h * self.kernel_w))]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        return self._c_code(_EXTRACT_C, images=inputs[0], patches=outputs[0], fail=sub["fail"])
+        return self._c_code(_EXTRACT_C, outputs[0], images=inputs[0], patches=outputs[0],
+                            fail=sub["fail"])
 
     def pullback(self, inputs, outputs, cotangents):
         (images,) = inputs
@@ -137,7 +140,7 @@ class FoldPatches(_PatchOp):
 
     def c_code(self, node, name, inputs, outputs, sub):
         patches, height, width = inputs
-        return self._c_code(_FOLD_C, patches=patches, height=height, width=width,
+        return self._c_code(_FOLD_C, outputs[0], patches=patches, height=height, width=width,
                             images=outputs[0], fail=sub["fail"])
 
     def connection_pattern(self, node):
@@ -147,6 +150,17 @@ class FoldPatches(_PatchOp):
         extract = ExtractPatches(self.kernel_h, self.kernel_w, self.stride)
         return [extract(cotangents[0]), disconnected_type(), disconnected_type()]
 
+
+#: C code of both ops: ``output`` reused when it has the shape ``shape`` (of a C array in
+#: scope) and the dtype of ``source``, else allocated.
+_ALLOCATE_C = """
+    if (%(output)s == NULL || PyArray_TYPE(%(output)s) != PyArray_TYPE(source)
+            || !PyArray_CHKFLAGS(%(output)s, NPY_ARRAY_C_CONTIGUOUS)
+            || !PyArray_CompareLists(PyArray_DIMS(%(output)s), shape, 4)) {
+        Py_XDECREF(%(output)s);
+        %(output)s = (PyArrayObject*) PyArray_EMPTY(4, shape, PyArray_TYPE(source), 0);
+        if (%(output)s == NULL) { Py_DECREF(source); %(fail)s }
+    }"""
 
 #: C body of :class:`ExtractPatches`: one ``memcpy`` of ``k_w C`` numbers per patch and
 #: kernel row (contiguous in channels-last images); the output is reused when its shape
@@ -166,13 +180,7 @@ _EXTRACT_C = """
     }
     npy_intp shape[4] = {batch, (height - kernel_h) / stride + 1,
                          (width - kernel_w) / stride + 1, kernel_h * kernel_w * channels};
-    if (%(patches)s == NULL || PyArray_TYPE(%(patches)s) != PyArray_TYPE(source)
-            || !PyArray_CHKFLAGS(%(patches)s, NPY_ARRAY_C_CONTIGUOUS)
-            || !PyArray_CompareLists(PyArray_DIMS(%(patches)s), shape, 4)) {
-        Py_XDECREF(%(patches)s);
-        %(patches)s = (PyArrayObject*) PyArray_EMPTY(4, shape, PyArray_TYPE(source), 0);
-        if (%(patches)s == NULL) { Py_DECREF(source); %(fail)s }
-    }
+%(allocate)s
     const npy_intp item = PyArray_ITEMSIZE(source);
     const size_t run = (size_t) (kernel_w * channels * item);
     const char* from = PyArray_BYTES(source);
@@ -209,13 +217,7 @@ _FOLD_C = """
         %(fail)s
     }
     npy_intp shape[4] = {batch, height, width, channels};
-    if (%(images)s == NULL || PyArray_TYPE(%(images)s) != PyArray_TYPE(source)
-            || !PyArray_CHKFLAGS(%(images)s, NPY_ARRAY_C_CONTIGUOUS)
-            || !PyArray_CompareLists(PyArray_DIMS(%(images)s), shape, 4)) {
-        Py_XDECREF(%(images)s);
-        %(images)s = (PyArrayObject*) PyArray_EMPTY(4, shape, PyArray_TYPE(source), 0);
-        if (%(images)s == NULL) { Py_DECREF(source); %(fail)s }
-    }
+%(allocate)s
     memset(PyArray_DATA(%(images)s), 0, PyArray_NBYTES(%(images)s));
     const npy_intp run = kernel_w * channels;
     const dtype_%(patches)s* from = (const dtype_%(patches)s*) PyArray_DATA(source);
