@@ -56,9 +56,15 @@ CG_ITERATIONS = (3, 5, 10)
 #: The curvature mini-batch of the figures that use one (``SGN(curvature_fraction=...)``).
 CURVATURE_FRACTION = 0.1
 SUB_BATCH = f"line search + trust region, curvature_fraction={CURVATURE_FRACTION:g}"
+#: Heavy damping and a tolerance, so that CG stops after a few iterations: with early
+#: exit, k = 60 then costs about what k = 5 does (issue 15's figures).
+EARLY_STOP = {"damping": 100.0, "min_damping": 100.0, "cg_tol": 1e-3}
+EARLY_STOP_LABEL = "rho=100, cg_tol=1e-3"
+EARLY_STOP_FIGURES = tuple(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})" for k in (5, 60)
+                           for kind in ("fixed", "line search + trust region"))
 FIGURES = ("gradient", "G v", "SGD step", "Adam step", *(
     f"SGN k={k} ({kind})" for k in CG_ITERATIONS
-    for kind in ("fixed", "line search + trust region", SUB_BATCH)))
+    for kind in ("fixed", "line search + trust region", SUB_BATCH)), *EARLY_STOP_FIGURES)
 #: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
 YARDSTICK_FIGURES = {"grad": "gradient", "gv": "G v", "sgd_step": "SGD step",
                      "adam_step": "Adam step",
@@ -110,10 +116,10 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         # np.asarray waits for the result: JAX returns before it has computed it
         return lambda: [np.asarray(output) for output in function(xb, yb)]
 
-    def sgn_step(x, y, logits, params, loss, label, k, line_search, fraction):
-        optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k, cg_tol=0.0,
+    def sgn_step(x, y, logits, params, loss, label, k, line_search, fraction, options):
+        optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k,
                         trust_region=line_search, line_search=line_search,
-                        curvature_fraction=fraction, mode=mode)
+                        curvature_fraction=fraction, mode=mode, **{"cg_tol": 0.0, **options})
         start = optimizer.state_dict()
         iterations = cg_iterations.setdefault(label, [])
 
@@ -128,13 +134,18 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         x, y, [loss, *gauss_newton_product(loss, z, p, pytensor.grad(loss, p))]))
     add("SGD step", lambda x, y, z, p, loss: compiled(x, y, loss, sgd(loss, p, 0.1)))
     add("Adam step", lambda x, y, z, p, loss: compiled(x, y, loss, adam(loss, p, 1e-3)))
-    for k in CG_ITERATIONS:
-        for kind, line_search, fraction in (("fixed", False, 1.0),
-                                            ("line search + trust region", True, 1.0),
-                                            (SUB_BATCH, True, CURVATURE_FRACTION)):
-            label = f"SGN k={k} ({kind})"
-            add(label, lambda *model, label=label, k=k, line_search=line_search,
-                fraction=fraction: sgn_step(*model, label, k, line_search, fraction))
+    settings = [(f"SGN k={k} ({kind})", k, line_search, fraction, {})
+                for k in CG_ITERATIONS
+                for kind, line_search, fraction in (("fixed", False, 1.0),
+                                                    ("line search + trust region", True, 1.0),
+                                                    (SUB_BATCH, True, CURVATURE_FRACTION))]
+    settings += [(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})", k, line_search, 1.0, EARLY_STOP)
+                 for k in (5, 60) for kind, line_search in (
+                     ("fixed", False), ("line search + trust region", True))]
+    for label, k, line_search, fraction, options in settings:
+        add(label, lambda *model, label=label, k=k, line_search=line_search,
+            fraction=fraction, options=options: sgn_step(*model, label, k, line_search,
+                                                         fraction, options))
     return functions, compile_s, peak_bytes, cg_iterations
 
 
@@ -213,7 +224,8 @@ def bench_model(model, mode, mode_name, args) -> dict:
     medians = {name: float(np.median(times)) for name, times in samples.items()}
     ratios = {name: float(np.median([t / g for t, g in zip(times, samples["gradient"])]))
               for name, times in samples.items()}
-    report = {"median_s": medians, "ratio_to_gradient": ratios, "compile_s": compile_s,
+    report = {"device": device_of(mode_name), "median_s": medians,
+              "ratio_to_gradient": ratios, "compile_s": compile_s,
               "mean_cg_iterations": {name: float(np.mean(counts))
                                      for name, counts in cg_iterations.items()}}
     if mode_name in TRACED_MODES:
@@ -226,8 +238,19 @@ def bench_model(model, mode, mode_name, args) -> dict:
     return report
 
 
+def device_of(mode_name: str) -> str:
+    """What the mode computes on: JAX's default device in JAX mode, else the CPU."""
+    if mode_name != "JAX":
+        return "cpu"
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform} ({device.device_kind})"
+
+
 def print_report(model: str, mode_name: str, batch: int, report: dict) -> None:
-    print(f"\nmodel {model}: {MODELS[model][0]}, batch {batch}, float32, mode {mode_name}")
+    print(f"\nmodel {model}: {MODELS[model][0]}, batch {batch}, float32, mode {mode_name}, "
+          f"device {report['device']}")
     columns = ["median ms", "/ gradient", "compile s", "CG iters"]
     if "peak_bytes" in report:
         columns += ["peak MB", "peak / grad"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import pytensor.tensor as pt
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
@@ -90,23 +91,25 @@ def armijo_backtracking(
         return [trial_loss, satisfied]
 
     body, invariants = hoist_loop_invariants(trial, [first])
+    nan = pt.constant(np.nan, dtype=dtype)
 
-    # The step size is loop state, not a scanned sequence: PyTensor would push the
-    # parameters moved by every candidate step out of the loop, computing all
-    # `max_tries` of them up front even when the first one succeeds.
-    def attempt(step_size, *inner_invariants):
-        trial_loss, satisfied = body([step_size], list(inner_invariants))
-        outputs = [step_size * s, step_size, trial_loss, satisfied]
-        return (outputs, until(satisfied)) if early_exit else outputs
+    # Everything is loop state, and only the last state is read: a loop of that form
+    # becomes a while loop in every backend (sgn_theano.jax_loops for JAX). The next
+    # step size is state too, not a scanned sequence: PyTensor would push the parameters
+    # moved by every candidate step out of the loop, computing all `max_tries` of them
+    # up front even when the first one succeeds.
+    def attempt(next_step, step_size, trial_loss, satisfied, tries, *inner_invariants):
+        new_loss, new_satisfied = body([next_step], list(inner_invariants))
+        state = [next_step * s, next_step, new_loss, new_satisfied, tries + 1]
+        if early_exit:
+            return state, until(new_satisfied)
+        # all `max_tries` iterations: those after the first success change nothing
+        old = [next_step, step_size, trial_loss, satisfied, tries]
+        return [pt.switch(satisfied, before, after) for before, after in zip(old, state)]
 
-    _, step_sizes, losses, satisfied = scan_on_stand_ins(
-        attempt, [first, None, None, None], invariants, max_tries)
-    # The first success, else the last try (with early exit, the trace ends there).
-    last = step_sizes.shape[0] - 1
-    chosen = pt.switch(pt.any(satisfied), pt.argmax(satisfied), last)
-    return LineSearchResult(
-        step_size=step_sizes[chosen],
-        loss=losses[chosen],
-        tries=pt.cast(chosen + 1, "int64"),
-        success=satisfied[chosen],
-    )
+    start = [first, first, nan, pt.as_tensor_variable(np.array(False)),
+             pt.constant(0, dtype="int64")]
+    traces = scan_on_stand_ins(attempt, start, invariants, max_tries)
+    _, step_size, trial_loss, satisfied, tries = (trace[-1] for trace in traces)
+    return LineSearchResult(step_size=step_size, loss=trial_loss, tries=tries,
+                            success=satisfied)

@@ -34,6 +34,7 @@ __all__ = [
     "default_mode_name",
     "fix_jax_alloc",
     "fix_jax_reductions",
+    "is_jax_mode",
     "link_openblas",
     "loops_can_exit_early",
     "prepare_backend",
@@ -127,12 +128,21 @@ def compile_mode(name: str | None = None) -> Mode:
     return with_destroy_aware_merge(mode)
 
 
-def loops_can_exit_early(mode) -> bool:
-    """Whether compiled loops may stop early (``scan`` with ``until``) in ``mode``:
-    every backend but JAX, whose PyTensor translation has no while-loop scan."""
+def is_jax_mode(mode) -> bool:
+    """Whether ``mode`` (a name or a ``Mode``) compiles with PyTensor's JAX backend."""
     from pytensor.link.jax.linker import JAXLinker
 
-    return not isinstance(get_mode(mode).linker, JAXLinker)
+    return isinstance(get_mode(mode).linker, JAXLinker)
+
+
+def loops_can_exit_early(mode) -> bool:
+    """Whether compiled loops may stop early (``scan`` with ``until``) in ``mode``: in
+    every backend but JAX, and in JAX once :func:`prepare_jax_backend` has given it
+    while loops (:mod:`sgn_theano.jax_loops`), which every mode the library resolves
+    has."""
+    from sgn_theano import jax_loops
+
+    return not is_jax_mode(mode) or jax_loops.registered()
 
 
 def prepare_backend(mode) -> None:
@@ -140,10 +150,9 @@ def prepare_backend(mode) -> None:
     (:func:`prepare_jax_backend`) and NUMBA (:func:`prepare_numba_backend`)."""
     from pytensor.link.numba.linker import NumbaLinker
 
-    linker = get_mode(mode).linker
-    if not loops_can_exit_early(mode):
+    if is_jax_mode(mode):
         prepare_jax_backend()
-    elif isinstance(linker, NumbaLinker):
+    elif isinstance(get_mode(mode).linker, NumbaLinker):
         prepare_numba_backend()
 
 
@@ -157,12 +166,15 @@ def prepare_numba_backend() -> None:
 
 def prepare_jax_backend() -> None:
     """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
-    :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, and JAX versions of the patch
-    ops (:func:`sgn_theano.patches.register_jax`)."""
+    :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, while loops for the scans that
+    stop early (:func:`sgn_theano.jax_loops.register_while_scans`), and JAX versions of
+    the patch ops (:func:`sgn_theano.patches.register_jax`)."""
+    from sgn_theano.jax_loops import register_while_scans
     from sgn_theano.patches import register_jax
 
     fix_jax_reductions()
     fix_jax_alloc()
+    register_while_scans()
     register_jax()
 
 

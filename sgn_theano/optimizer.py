@@ -32,7 +32,7 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano import validation
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.modes import loops_can_exit_early
+from sgn_theano.modes import is_jax_mode, loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.step_stages import (
@@ -279,7 +279,7 @@ class SGN:
         )
         mode = validation.check_mode(mode)
         self._parallel = None if comm is None else DataParallel(comm, self.dtype)
-        if self._parallel is not None and not loops_can_exit_early(mode):
+        if self._parallel is not None and is_jax_mode(mode):
             raise ValueError("`comm` (data-parallel SGN) works in modes C and NUMBA; JAX mode "
                              "has no MPI op in this library (mpi4jax is not supported yet).")
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
