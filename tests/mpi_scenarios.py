@@ -8,7 +8,9 @@ fails; rank 0 prints ``ok SCENARIO`` at the end.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 import numpy as np
 import pytensor
@@ -16,7 +18,7 @@ import pytensor.tensor as pt
 from mpi4py import MPI
 
 from sgn_theano import SGN, sgd, softmax_cross_entropy
-from sgn_theano.bench.train import FirstOrder
+from sgn_theano.bench.train import FirstOrder, train
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.modes import compile_mode
 
@@ -152,6 +154,30 @@ def state_round_trip(mode):
     assert_same_on_every_process(values(parallel.params))
 
 
+def train_resume(mode):
+    """train(comm=...): a run stopped after 4 steps and resumed to 8 from rank 0's
+    checkpoint file ends where an uninterrupted 8-step run ends."""
+    folder = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None, root=0)
+    path = os.path.join(folder, "run.ckpt")
+    x_train, y_train = batches(1, 80, seed=3)[0]
+
+    def run(steps, checkpoint_path=None):
+        parallel, _ = sgn_pair(mode)
+        result = train(parallel, lambda: {"test_loss": 0.0, "test_accuracy": 0.0},
+                       (x_train, y_train), batch_size=20, max_steps=steps, progress=False,
+                       checkpoint_path=checkpoint_path, comm=COMM)
+        return result, values(parallel.params)
+
+    _, uninterrupted = run(8)
+    run(4, path)
+    assert os.path.exists(path)
+    result, resumed = run(8, path)
+    assert result.steps == 8
+    for a, b in zip(uninterrupted, resumed):
+        assert np.array_equal(a, b)
+    assert_same_on_every_process(resumed)
+
+
 def curvature_rows_per_shard(mode):
     parallel, _ = sgn_pair(mode, curvature_fraction=0.5)
     batch = shard(batches(1, 20)[0], unequal(20))  # the same batch: its loss must fall
@@ -182,6 +208,7 @@ SCENARIOS = {
     "errors": collective_errors,
     "state": state_round_trip,
     "curvature": curvature_rows_per_shard,
+    "train-resume": train_resume,
     "first-order": first_order,
 }
 

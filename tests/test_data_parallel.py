@@ -1,6 +1,7 @@
 """Data-parallel SGN over MPI: ``mpirun -n 2 --oversubscribe`` on localhost, with a
 timeout so that a hang fails (the scenarios are in ``mpi_scenarios.py``)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,11 +12,13 @@ import numpy as np
 import pytensor.tensor as pt
 import pytest
 
+from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.data_parallel import AllreduceSum, DataParallel
+from sgn_theano.models import mlp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDS_MPI = pytest.mark.skipif(
-    shutil.which("mpirun") is None or __import__("importlib").util.find_spec("mpi4py") is None,
+    shutil.which("mpirun") is None or importlib.util.find_spec("mpi4py") is None,
     reason="needs OpenMPI's mpirun and mpi4py (README, set-up)")
 TIMEOUT = 300
 
@@ -35,7 +38,8 @@ def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
 
 @NEEDS_MPI
 @pytest.mark.parametrize("mode_name, scenarios", [
-    ("C", ["equal-shards", "unequal-shards", "errors", "state", "curvature", "first-order"]),
+    ("C", ["equal-shards", "unequal-shards", "errors", "state", "curvature", "train-resume",
+           "first-order"]),
     pytest.param("NUMBA", ["unequal-shards", "errors"], marks=pytest.mark.slow),  # JIT: minutes
 ])
 def test_two_processes_take_the_steps_of_one_on_the_whole_batch(mode_name, scenarios):
@@ -78,3 +82,9 @@ def test_comm_must_be_a_communicator_and_sums_need_one_dtype():
     with pytest.raises(RuntimeError, match="loss_and_gradients"):
         group.weighted_sum([pt.vector()])
     assert np.dtype(group.weight.dtype) == np.float64
+    if importlib.util.find_spec("jax") is not None:
+        x, y = pt.matrix("x"), pt.ivector("y")
+        logits, params = mlp(x, [3, 2], seed=0)
+        with pytest.raises(ValueError, match="JAX mode has no MPI op"):
+            SGN(softmax_cross_entropy(logits, y), params, logits, [x, y], mode="JAX",
+                comm=OneProcess())
