@@ -60,14 +60,17 @@ class _PatchOp(COp):
         return ["<string.h>"]
 
     def c_code_cache_version(self):
-        return (2,)
+        return (3,)
 
-    def _c_code(self, body: str, output: str, **names) -> str:
-        """``body`` with the kernel constants and ``names`` filled in (``%(name)s``), and
-        ``%(allocate)s`` by :data:`_ALLOCATE_C` for the array ``output``."""
-        allocate = _ALLOCATE_C % {"output": output, "fail": names["fail"]}
-        return body % dict(names, allocate=allocate, kernel_h=self.kernel_h,
-                           kernel_w=self.kernel_w, stride=self.stride)
+    def _c_code(self, body: str, source: str, output: str, **names) -> str:
+        """``body`` with ``names`` filled in (``%(name)s``), ``%(open)s`` by
+        :data:`_OPEN_C` for the input array ``source`` and ``%(allocate)s`` by
+        :data:`_ALLOCATE_C` for the array ``output``."""
+        constants = {"fail": names["fail"], "kernel_h": self.kernel_h,
+                     "kernel_w": self.kernel_w, "stride": self.stride}
+        return body % dict(names, **constants,
+                           open=_OPEN_C % dict(constants, input=source),
+                           allocate=_ALLOCATE_C % dict(constants, output=output))
 
 
 class ExtractPatches(_PatchOp):
@@ -98,8 +101,8 @@ class ExtractPatches(_PatchOp):
                  channels * (self.kernel_h * self.kernel_w))]
 
     def c_code(self, node, name, inputs, outputs, sub):
-        return self._c_code(_EXTRACT_C, outputs[0], images=inputs[0], patches=outputs[0],
-                            fail=sub["fail"])
+        return self._c_code(_EXTRACT_C, inputs[0], outputs[0], images=inputs[0],
+                            patches=outputs[0], fail=sub["fail"])
 
     def pullback(self, inputs, outputs, cotangents):
         (images,) = inputs
@@ -140,8 +143,8 @@ class FoldPatches(_PatchOp):
 
     def c_code(self, node, name, inputs, outputs, sub):
         patches, height, width = inputs
-        return self._c_code(_FOLD_C, outputs[0], patches=patches, height=height, width=width,
-                            images=outputs[0], fail=sub["fail"])
+        return self._c_code(_FOLD_C, patches, outputs[0], patches=patches, height=height,
+                            width=width, images=outputs[0], fail=sub["fail"])
 
     def connection_pattern(self, node):
         return [[True], [False], [False]]
@@ -150,6 +153,14 @@ class FoldPatches(_PatchOp):
         extract = ExtractPatches(self.kernel_h, self.kernel_w, self.stride)
         return [extract(cotangents[0]), disconnected_type(), disconnected_type()]
 
+
+#: C code of both ops: ``source``, the input array made contiguous (released by each
+#: op's code), its shape ``dims``, and the kernel's constants.
+_OPEN_C = """
+    PyArrayObject* source = PyArray_GETCONTIGUOUS(%(input)s);
+    if (source == NULL) %(fail)s
+    const npy_intp* dims = PyArray_DIMS(source);
+    const npy_intp kernel_h = %(kernel_h)s, kernel_w = %(kernel_w)s, stride = %(stride)s;"""
 
 #: C code of both ops: ``output`` reused when it has the shape ``shape`` (of a C array in
 #: scope) and the dtype of ``source``, else allocated.
@@ -167,11 +178,8 @@ _ALLOCATE_C = """
 #: is unchanged.
 _EXTRACT_C = """
 {
-    PyArrayObject* source = PyArray_GETCONTIGUOUS(%(images)s);
-    if (source == NULL) %(fail)s
-    const npy_intp* dims = PyArray_DIMS(source);
+%(open)s
     const npy_intp batch = dims[0], height = dims[1], width = dims[2], channels = dims[3];
-    const npy_intp kernel_h = %(kernel_h)s, kernel_w = %(kernel_w)s, stride = %(stride)s;
     if (height < kernel_h || width < kernel_w) {
         PyErr_Format(PyExc_ValueError, "ExtractPatches: a %(kernel_h)sx%(kernel_w)s kernel "
                      "does not fit in %%ldx%%ld images", (long) height, (long) width);
@@ -199,11 +207,8 @@ _EXTRACT_C = """
 #: added where :data:`_EXTRACT_C` read it.
 _FOLD_C = """
 {
-    PyArrayObject* source = PyArray_GETCONTIGUOUS(%(patches)s);
-    if (source == NULL) %(fail)s
-    const npy_intp* dims = PyArray_DIMS(source);
+%(open)s
     const npy_intp batch = dims[0], rows = dims[1], columns = dims[2], size = dims[3];
-    const npy_intp kernel_h = %(kernel_h)s, kernel_w = %(kernel_w)s, stride = %(stride)s;
     const npy_intp channels = size / (kernel_h * kernel_w);
     const npy_intp height = (npy_intp) ((npy_int64*) PyArray_DATA(%(height)s))[0];
     const npy_intp width = (npy_intp) ((npy_int64*) PyArray_DATA(%(width)s))[0];
@@ -262,9 +267,32 @@ def register_numba() -> None:
         return
     from pytensor.link.numba.dispatch import basic as numba_basic
 
+    def window_loop(op, fold: bool):
+        """The loops of both ops: each patch's ``C`` numbers of one offset ``(u, v)``
+        copied from the images (extract) or added back into them (``fold``)."""
+        kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+
+        @numba_basic.numba_njit
+        def loop(images, patches):
+            batch, rows, columns, _ = patches.shape
+            channels = images.shape[3]
+            for b in range(batch):
+                for i in range(rows):
+                    for j in range(columns):
+                        for u in range(kernel_h):
+                            for v in range(kernel_w):
+                                start = (u * kernel_w + v) * channels
+                                window = patches[b, i, j, start : start + channels]
+                                if fold:
+                                    images[b, i * stride + u, j * stride + v, :] += window
+                                else:
+                                    window[:] = images[b, i * stride + u, j * stride + v, :]
+        return loop
+
     @numba_basic.register_funcify_default_op_cache_key(ExtractPatches)
     def _extract_in_numba(op, node=None, **kwargs):
         kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+        copy_windows = window_loop(op, fold=False)
 
         @numba_basic.numba_njit
         def extract(images):
@@ -274,20 +302,14 @@ def register_numba() -> None:
             rows, columns = (height - kernel_h) // stride + 1, (width - kernel_w) // stride + 1
             patches = np.empty((batch, rows, columns, kernel_h * kernel_w * channels),
                                dtype=images.dtype)
-            for b in range(batch):
-                for i in range(rows):
-                    for j in range(columns):
-                        for u in range(kernel_h):
-                            for v in range(kernel_w):
-                                start = (u * kernel_w + v) * channels
-                                patches[b, i, j, start : start + channels] = \
-                                    images[b, i * stride + u, j * stride + v, :]
+            copy_windows(images, patches)
             return patches
         return extract
 
     @numba_basic.register_funcify_default_op_cache_key(FoldPatches)
     def _fold_in_numba(op, node=None, **kwargs):
         kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+        add_windows = window_loop(op, fold=True)
 
         @numba_basic.numba_njit
         def fold(patches, height, width):
@@ -300,14 +322,7 @@ def register_numba() -> None:
                 raise ValueError("FoldPatches: the patches do not come from images of "
                                  "this size")
             images = np.zeros((batch, height, width, channels), dtype=patches.dtype)
-            for b in range(batch):
-                for i in range(rows):
-                    for j in range(columns):
-                        for u in range(kernel_h):
-                            for v in range(kernel_w):
-                                start = (u * kernel_w + v) * channels
-                                images[b, i * stride + u, j * stride + v, :] += \
-                                    patches[b, i, j, start : start + channels]
+            add_windows(images, patches)
             return images
         return fold
 
