@@ -149,9 +149,10 @@ def conjugate_gradient(
         :math:`\\epsilon \\ge 0` of the relative-progress rule; ``0`` turns it off.
         Martens uses ``5e-4``. The rule needs more than 10 iterations to act.
     early_exit : bool
-        Leave the loop when it stops (a ``scan`` with ``until``). False runs all
-        ``max_iters`` iterations, those after the stop changing nothing, for backends
-        without early exit (PyTensor's JAX backend); the result is the same.
+        Leave the loop when it stops (a ``scan`` with ``until``; in JAX mode a while
+        loop, :mod:`sgn_theano.jax_loops`, which the modes the library resolves have).
+        False runs all ``max_iters`` iterations, those after the stop changing nothing,
+        for a JAX mode without it; the result is the same.
 
     Returns
     -------

@@ -65,9 +65,10 @@ def armijo_backtracking(
     max_tries : int
         Largest number of loss evaluations, ``>= 1``.
     early_exit : bool
-        Stop at the first success (a ``scan`` with ``until``). False evaluates all
-        ``max_tries`` step sizes and picks the first success, for backends without
-        early exit (PyTensor's JAX backend); the result is the same, ``tries`` included.
+        Stop at the first success (a ``scan`` with ``until``; in JAX mode a while loop,
+        :mod:`sgn_theano.jax_loops`). False evaluates all ``max_tries`` step sizes and
+        keeps the first success, for a JAX mode without while loops; the result is the
+        same, ``tries`` included.
 
     Returns
     -------

@@ -85,7 +85,10 @@ def sgn(
         :func:`sgn_theano.curvature.first_rows`), as in :class:`SGN`. In the JAX
         backend the inputs then need a static batch size (``pt.matrix(shape=(B, n))``).
     early_exit : bool
-        False for PyTensor's JAX backend (see :func:`sgn_theano.cg.conjugate_gradient`).
+        Leave the CG loop when it stops (see :func:`sgn_theano.cg.conjugate_gradient`).
+        In JAX mode that needs the library's while loops: compile with
+        ``mode=compile_mode("JAX")`` (:mod:`sgn_theano.jax_loops`), or pass False for
+        a plain PyTensor JAX mode.
 
     Returns
     -------
