@@ -185,7 +185,8 @@ class DataParallel:
             self.comm.Bcast(value, root=0)
             variable.set_value(value)
 
-    def call(self, function: Callable, check: Callable[[], list], rows: Callable[[list], tuple]):
+    def call(self, function: Callable, check: Callable[[], list],
+             rows: Callable[[list], tuple] | None = None):
         """Run one data-parallel step on every process, or raise the same error on all.
 
         Parameters
@@ -194,8 +195,10 @@ class DataParallel:
             The compiled step: ``function(*arrays, weight, curvature_weight)``.
         check : callable
             ``() -> arrays``: this process's checked batch (it raises for a bad batch).
-        rows : callable
-            ``arrays -> (n_p, m_p)``: the shard's rows, and its curvature rows.
+        rows : callable, optional
+            ``arrays -> (n_p, m_p)``: the shard's rows, and its curvature rows; by
+            default the first axis of the first array with one, twice (no curvature
+            mini-batch).
 
         Raises
         ------
@@ -206,7 +209,7 @@ class DataParallel:
             arrays, error = check(), None
         except (TypeError, ValueError) as raised:
             arrays, error = None, raised
-        counts = (0, 0) if error else rows(arrays)
+        counts = (0, 0) if error else (rows or _rows_twice)(arrays)
         reports = self.comm.allgather((error, *counts))
         self._raise_first([report[0] for report in reports])
         total, curvature_total = (sum(report[i] for report in reports) for i in (1, 2))
@@ -235,3 +238,9 @@ class DataParallel:
         kind = type(error) if isinstance(error, (TypeError, ValueError)) else RuntimeError
         raise kind(f"the batch of process {rank} of {self.size}: {error}") from (
             error if rank == self.rank else None)
+
+
+def _rows_twice(arrays: list) -> tuple[int, int]:
+    """The batch's rows, as the rows of the shard and of its curvature mini-batch."""
+    rows = len(next(array for array in arrays if np.ndim(array) >= 1))
+    return rows, rows

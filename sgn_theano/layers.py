@@ -83,7 +83,7 @@ def conv2d(
     sizes = filters.type.shape
     if None in sizes and hasattr(filters, "get_value"):
         sizes = filters.get_value(borrow=True).shape
-    kernel_h, kernel_w, channels, count = sizes
+    kernel_h, kernel_w = sizes[:2]
     if kernel_h is None or kernel_w is None:
         raise ValueError("`filters` must have a static kernel size: a shared variable, or "
                          "a tensor with a known shape.")
@@ -93,9 +93,12 @@ def conv2d(
         padded = pt.zeros((shape[0], shape[1] + 2 * padding, shape[2] + 2 * padding, shape[3]),
                           dtype=images.dtype)
         images = pt.set_subtensor(padded[:, padding:-padding, padding:-padding, :], images)
+    # (k_h, k_w, C, F), each size static where it is known
+    filter_shape = [filters.shape[axis] if size is None else size
+                    for axis, size in enumerate(sizes)]
     if method == "im2col":
         patches = extract_patches(images, (kernel_h, kernel_w), stride)
-        matrix = filters.reshape((-1, filters.shape[3] if count is None else count))
+        matrix = filters.reshape((-1, filter_shape[3]))
         return pt.tensordot(patches, matrix, axes=[[3], [0]])
     height = (images.shape[1] - kernel_h) // stride + 1
     width = (images.shape[2] - kernel_w) // stride + 1
@@ -104,8 +107,7 @@ def conv2d(
                v : v + stride * (width - 1) + 1 : stride, :]
         for u in range(kernel_h) for v in range(kernel_w)
     ]
-    taps = filters.reshape((kernel_h * kernel_w, filters.shape[2] if channels is None else channels,
-                            filters.shape[3] if count is None else count))
+    taps = filters.reshape((kernel_h * kernel_w, *filter_shape[2:]))
     return pt.add(*[pt.tensordot(piece, taps[index], axes=[[3], [0]])
                     for index, piece in enumerate(slices)])
 

@@ -33,6 +33,7 @@ __all__ = [
     "compile_mode",
     "default_mode_name",
     "fix_jax_alloc",
+    "fix_jax_arange",
     "fix_jax_reductions",
     "is_jax_mode",
     "link_openblas",
@@ -166,7 +167,8 @@ def prepare_numba_backend() -> None:
 
 def prepare_jax_backend() -> None:
     """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
-    :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, while loops for the scans that
+    :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, :func:`fix_jax_arange`, while
+    loops for the scans that
     stop early (:func:`sgn_theano.jax_loops.register_while_scans`), and JAX versions of
     the patch ops (:func:`sgn_theano.patches.register_jax`)."""
     from sgn_theano.jax_loops import register_while_scans
@@ -174,6 +176,7 @@ def prepare_jax_backend() -> None:
 
     fix_jax_reductions()
     fix_jax_alloc()
+    fix_jax_arange()
     register_while_scans()
     register_jax()
 
@@ -237,3 +240,34 @@ def fix_jax_alloc() -> None:
         return lambda value, *shape: alloc(jnp.asarray(value, dtype=dtype), *shape)
 
     _JAX_ALLOC_FIXED = True
+
+
+_JAX_ARANGE_FIXED = False
+
+
+def fix_jax_arange() -> None:
+    """Give PyTensor's JAX ``ARange`` constant bounds in its output dtype (idempotent).
+
+    PyTensor 3.0.7 hands ``jnp.arange`` each constant bound in the constant's own
+    dtype: the row index ``pt.arange(y.shape[0])`` of a hand-written
+    ``-mean(log_softmax(z)[arange(n), y])`` starts at an int8 0, and under numpy 2 a
+    batch of 128 rows or more overflows int8. This re-registers the translation with the
+    constant bounds cast to the dtype of the range; :func:`prepare_jax_backend` calls it.
+    """
+    global _JAX_ARANGE_FIXED
+    if _JAX_ARANGE_FIXED:
+        return
+    import pytensor.tensor as pt
+    from pytensor.graph.basic import Constant
+    from pytensor.link.jax.dispatch import jax_funcify
+    from pytensor.link.jax.dispatch.tensor_basic import jax_funcify_ARange
+    from pytensor.tensor.basic import ARange
+
+    @jax_funcify.register(ARange)
+    def arange_with_wide_bounds(op, node, **kwargs):
+        bounds = [pt.constant(bound.data, dtype=op.dtype) if isinstance(bound, Constant)
+                  else bound for bound in node.inputs]
+        return jax_funcify_ARange(op, node.clone_with_new_inputs(bounds, strict=False),
+                                  **kwargs)
+
+    _JAX_ARANGE_FIXED = True

@@ -63,6 +63,10 @@ def test_sgn_bench_under_mpirun_trains_data_parallel_and_rank_0_writes(tmp_path)
     for run in runs:
         assert run["steps"] == 12 and run["history"][-1]["test_loss"] < run["history"][0][
             "test_loss"]
+    refused = mpirun("-m", "sgn_theano", "--paper", "--quick", "--output",
+                     str(tmp_path / "paper.json"))
+    assert refused.returncode != 0 and "--paper runs in one process" in refused.stderr
+
 
 
 def test_comm_must_be_a_communicator_and_sums_need_one_dtype():

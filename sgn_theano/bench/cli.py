@@ -173,11 +173,13 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks,
                         comm=comm, **options)
     else:
         rule = sgd if name == "sgd" else adam
-        parallel = None if comm is None else DataParallel(comm, loss.dtype)
-        total, gradients = (loss, loss) if parallel is None else \
-            parallel.loss_and_gradients(loss, params)
-        optimizer = FirstOrder([x, y], total, rule(gradients, params, value), mode=mode,
-                               parallel=parallel)
+        if comm is None:
+            optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
+        else:
+            parallel = DataParallel(comm, loss.dtype)
+            total, gradients = parallel.loss_and_gradients(loss, params)
+            optimizer = FirstOrder([x, y], total, rule(gradients, params, value), mode=mode,
+                                   parallel=parallel)
     evaluate = make_evaluator([x, y], outputs, loss, x_test, y_test, mode=mode,
                               accuracy=classification)
     by_epochs = args.epochs is not None
@@ -230,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args, comm) -> int:
     if args.paper:
+        if comm is not None:  # its runs read back the records rank 0 alone writes
+            print("sgn-bench: --paper runs in one process; start it without mpirun",
+                  file=sys.stderr)
+            return 2
         return _paper(args)
     _apply_defaults(args)
     if comm is not None and comm.Get_rank() == 0:

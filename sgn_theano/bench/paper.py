@@ -170,6 +170,11 @@ def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], outpu
         metric = record["config"]["metric"]
         best = {method: row[-1] for method, row in best_settings(
             {0: methods}, [budget], "time", metric)[0].items()}
+        failed = [method for method in METHODS if best[method][0] not in methods[method]]
+        if failed:  # every setting of a method diverged: no best point to rerun
+            print(f"--paper: no equal-epochs runs for {experiment.name}: no finite result "
+                  f"for {', '.join(failed)}")
+            continue
         # Equal epochs: as many as SGN's best setting got through in the budget.
         sgn_best = methods["SGN"][best["SGN"][0]]
         epochs = float(np.median([result.history[-1].epoch for result in sgn_best]))

@@ -143,9 +143,8 @@ class FirstOrder:
     def step(self, *batch) -> float:
         if self._parallel is None:
             return float(self._function(*batch))
-        rows = (lambda arrays: (len(arrays[0]), len(arrays[0])))
-        return float(self._parallel.call(
-            self._function, lambda: check_batch(self._inputs, batch), rows))
+        return float(self._parallel.call(self._function,
+                                         lambda: check_batch(self._inputs, batch)))
 
     def state_dict(self) -> dict:
         return {"state": [variable.get_value(borrow=False) for variable in self._variables]}
