@@ -12,13 +12,15 @@ batch (JIT backends such as NUMBA compile there). The two losses of one network 
 build are measured as a pair, alternating (library then hand, then hand then library,
 ...), with a garbage collection before each build so no build pays for the garbage of
 the one before; each figure is the median over ``--repeats`` builds, and
-``hand / library`` the ratio of the pair's medians.
+``hand / library`` the ratio of the pair's medians. Beside each build, the compile
+(and first call) of the same model's loss-and-gradient function in the same mode is
+timed the same way, and ``/ gradient`` is the build's median over that one's.
 
 Run it twice: the first run fills PyTensor's compile cache, the second measures with a
 warm cache (the figures the README reports).
 
     python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--no-lenet]
-                                       [--repeats 3]
+                                       [--width 20] [--builds "SGN k=3" ...] [--repeats 3]
                                        [--output results/bench_compile.json]
 """
 
@@ -70,17 +72,21 @@ LOSSES = {
 #: build name -> options of SGN, or None for the sgn() updates
 BUILDS = {
     "SGN k=3": {"max_cg_iters": 3},
+    "SGN k=10": {"max_cg_iters": 10},
     "SGN k=20": {"max_cg_iters": 20},
     "SGN k=3 fixed": {"max_cg_iters": 3, "line_search": False, "trust_region": False},
     "SGN k=20 fixed": {"max_cg_iters": 20, "line_search": False, "trust_region": False},
     "sgn() k=3": None,
 }
+#: The reference build: the loss and its gradient, compiled in the same mode.
+GRADIENT = "loss and gradient"
 WIDTH, CLASSES, BATCH = 20, 10, 8
 
 
-def hand_written_mlp(x, depth: int, activation: Callable, rng):
-    """An MLP 784-20-...-20-10 (``depth`` hidden layers) written in plain PyTensor."""
-    sizes = [784] + [WIDTH] * depth + [CLASSES]
+def hand_written_mlp(x, depth: int, activation: Callable, rng, width: int = WIDTH):
+    """An MLP 784-w-...-w-10 (``depth`` hidden layers of ``width``) written in plain
+    PyTensor."""
+    sizes = [784] + [width] * depth + [CLASSES]
     h, params = x, []
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = pytensor.shared((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in))
@@ -93,14 +99,15 @@ def hand_written_mlp(x, depth: int, activation: Callable, rng):
     return h, params
 
 
-def build_case(model: str, depth: int, activation: str, loss_name: str, hand: bool):
+def build_case(model: str, depth: int, width: int, activation: str, loss_name: str,
+               hand: bool):
     """(loss, params, outputs, inputs, batch) for one case."""
     rng = np.random.default_rng(0)
     x = pt.matrix("x", dtype="float32")
     if model == "lenet5":
         outputs, params = lenet5(x, seed=0, dtype="float32")
     else:
-        outputs, params = hand_written_mlp(x, depth, ACTIVATIONS[activation], rng)
+        outputs, params = hand_written_mlp(x, depth, ACTIVATIONS[activation], rng, width)
     library_loss, hand_loss, targets = LOSSES[loss_name]
     y = pt.ivector("y") if targets == "labels" else pt.matrix("y", dtype="float32")
     loss = (hand_loss if hand else library_loss)(outputs, y)
@@ -117,9 +124,11 @@ def build_case(model: str, depth: int, activation: str, loss_name: str, hand: bo
 def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
     """Seconds to construct the step function, and seconds of its first call."""
     loss, params, outputs, inputs, batch = build_case(*case)
-    options = BUILDS[build]
+    options = BUILDS.get(build)
     start = time.perf_counter()
-    if options is None:
+    if build == GRADIENT:
+        step = pytensor.function(inputs, [loss, *pytensor.grad(loss, params)], mode=mode)
+    elif options is None:
         step = pytensor.function(inputs, loss, updates=sgn(loss, params, outputs, max_cg_iters=3),
                                  mode=mode)
     else:
@@ -129,54 +138,62 @@ def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
     return constructed - start, time.perf_counter() - constructed
 
 
-def cases(quick: bool, depths: list[int] | None = None,
-          lenet: bool = True) -> list[tuple[tuple, str]]:
-    """((model, depth, activation, loss), build) for every pair of measurements;
-    ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5."""
+def cases(quick: bool, depths: list[int] | None = None, lenet: bool = True,
+          width: int = WIDTH, builds: list[str] | None = None) -> list[tuple[tuple, str]]:
+    """((model, depth, width, activation, loss), build) for every pair of measurements;
+    ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5; ``builds``
+    replace the default grid of builds on the MLPs by these builds on every MLP case."""
     depths = depths or ((1, 3, 5) if quick else (1, 2, 3, 4, 5))
     activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
     loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
-    grid = [(("mlp", depth, activation, loss_name), "SGN k=3")
-            for depth in depths for activation in activations for loss_name in loss_names]
-    if not quick:  # every build on one depth, for two activations
-        grid += [(("mlp", 3, activation, loss_name), build)
+    grid = [(("mlp", depth, width, activation, loss_name), build)
+            for depth in depths for activation in activations for loss_name in loss_names
+            for build in builds or ["SGN k=3"]]
+    if not quick and not builds:  # every build on one depth, for two activations
+        grid += [(("mlp", 3, width, activation, loss_name), build)
                  for activation in ("tanh", "relu h*(h>0)") for loss_name in LOSSES
                  for build in BUILDS if build != "SGN k=3"]
     lenet_builds = ("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed", "sgn() k=3")
     if lenet:
-        grid += [(("lenet5", 0, "relu", "softmax cross-entropy"), build)
+        grid += [(("lenet5", 0, 0, "relu", "softmax cross-entropy"), build)
                  for build in lenet_builds]
     return grid
 
 
 def measure_pair(case: tuple, build: str, mode, repeats: int) -> dict[str, dict]:
     """Median figures of the library's loss and the hand-written one, built alternately."""
-    runs: dict[bool, list] = {False: [], True: []}
+    runs: dict[tuple, list] = {}
     for repeat in range(repeats):
         for hand in (False, True) if repeat % 2 == 0 else (True, False):
-            gc.collect()
-            runs[hand].append(time_build((*case, hand), build, mode))
+            for what in (build, GRADIENT):
+                gc.collect()
+                runs.setdefault((hand, what), []).append(
+                    time_build((*case, hand), what, mode))
     figures = {}
     for hand, name in ((False, "library"), (True, "hand")):
-        construct, first_call = (float(np.median(values)) for values in zip(*runs[hand]))
+        construct, first_call = (float(np.median(values))
+                                 for values in zip(*runs[hand, build]))
+        gradient = float(np.median([sum(run) for run in runs[hand, GRADIENT]]))
         figures[name] = {"construct_s": construct, "first_call_s": first_call,
-                         "build_s": construct + first_call}
+                         "build_s": construct + first_call, "gradient_build_s": gradient,
+                         "over_gradient": (construct + first_call) / gradient}
     return figures
 
 
 def describe(case: tuple) -> str:
-    model, depth, activation, loss_name = case
-    network = "LeNet-5" if model == "lenet5" else f"MLP {depth}x{WIDTH} {activation}"
+    model, depth, width, activation, loss_name = case
+    network = "LeNet-5" if model == "lenet5" else f"MLP {depth}x{width} {activation}"
     return f"{network}, {loss_name}"
 
 
 def print_table(mode_name: str, rows: list[dict]) -> None:
     print(f"\nmode {mode_name}: build = construction + first call, seconds (median)")
     print(f"{'network, loss':48s} {'build':15s} {'library':>8s} {'by hand':>8s} "
-          f"{'hand/lib':>8s}")
+          f"{'hand/lib':>8s} {'lib/grad':>8s} {'hand/grad':>9s}")
     for row in rows:
         print(f"{row['case']:48s} {row['build']:15s} {row['library_s']:8.2f} "
-              f"{row['hand_s']:8.2f} {row['hand_over_library']:8.2f}")
+              f"{row['hand_s']:8.2f} {row['hand_over_library']:8.2f} "
+              f"{row['library']['over_gradient']:8.2f} {row['hand']['over_gradient']:9.2f}")
     worst = max(rows, key=lambda row: row["hand_s"])
     worst_ratio = max(rows, key=lambda row: row["hand_over_library"])
     print(f"slowest hand-written build: {worst['hand_s']:.2f} s ({worst['case']}, "
@@ -192,6 +209,9 @@ def main() -> None:
                         help="depths 1, 3, 5; tanh and h*(h>0); softmax cross-entropy")
     parser.add_argument("--depths", type=int, nargs="+", default=None,
                         help="hidden layers of the MLPs (default: 1 3 5 with --quick, else 1-5)")
+    parser.add_argument("--width", type=int, default=WIDTH, help="units per hidden layer")
+    parser.add_argument("--builds", nargs="+", choices=sorted(BUILDS), default=None,
+                        help="builds to measure on every MLP case (default: a grid)")
     parser.add_argument("--lenet", action=argparse.BooleanOptionalAction, default=True,
                         help="measure LeNet-5 too")
     parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
@@ -199,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
     link_openblas()
-    grid = cases(args.quick, args.depths, args.lenet)
+    grid = cases(args.quick, args.depths, args.lenet, args.width, args.builds)
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "repeats": args.repeats, "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:

@@ -1,10 +1,14 @@
 """Preconditioned conjugate gradient, symbolic and compiled into the caller's graph.
 
 Solves :math:`A x = b` for a symmetric positive definite operator ``A`` given only
-as a product ``matvec``, on a *list* of tensors (one block per parameter). The loop
-is a PyTensor ``scan`` with an early-exit condition, so it runs inside the compiled
-function with no host round trip per iteration, compiles in time independent of
-``max_iters``, and never builds a graph deep enough to hit Python's recursion limit.
+as a product ``matvec``, on a *list* of tensors (one block per parameter). Beyond
+:data:`UNROLLED_MAX_ITERS` iterations the loop is a PyTensor ``scan`` with an
+early-exit condition, so it runs inside the compiled function with no host round trip
+per iteration, compiles in time independent of ``max_iters``, and never builds a graph
+deep enough to hit Python's recursion limit; up to it, the iterations are written out.
+CG works on the blocks as one flat vector (:class:`sgn_theano.block_layout.
+BlockLayout`): each iteration's vector work is a few nodes whatever the number of
+blocks, and only ``matvec`` sees the blocks.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ from pytensor.graph.basic import Variable
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.block_layout import BlockLayout
 from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.preconditioners import flat_preconditioner
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
-__all__ = ["CGResult", "CGState", "conjugate_gradient", "dot"]
+__all__ = ["CGResult", "CGState", "UNROLLED_MAX_ITERS", "conjugate_gradient", "dot"]
 
 #: Smallest window of Martens' relative-progress rule (it acts after more iterations).
 PROGRESS_WINDOW = 10
+#: Up to this many iterations CG is written out, not looped: measured cheaper to run
+#: (README, "Step cost"); such a CG always computes ``max_iters`` products, those after
+#: it stops changing nothing.
+UNROLLED_MAX_ITERS = 3
 
 Blocks = list[TensorVariable]
 
@@ -40,11 +50,12 @@ class CGResult(NamedTuple):
 
 class CGState(NamedTuple):
     """The loop state of :func:`conjugate_gradient`, carried from one iteration to the
-    next (a ``scan`` carries it flat: :meth:`flatten`, :meth:`unflatten`)."""
+    next (a ``scan`` carries it flat: :meth:`flatten`, :meth:`unflatten`). The vectors
+    are the blocks' flat vector (:class:`sgn_theano.block_layout.BlockLayout`)."""
 
-    x: Blocks  # the iterate, shaped like `b`
-    r: Blocks  # the residual b - A x, shaped like `b`
-    p: Blocks  # the search direction, shaped like `b`
+    x: TensorVariable  # shape=(n,): the iterate
+    r: TensorVariable  # shape=(n,): the residual b - A x
+    p: TensorVariable  # shape=(n,): the search direction
     rz: TensorVariable  # shape=(): r^T M r
     residual_norm: TensorVariable  # shape=(): ||r||
     iterations: TensorVariable  # shape=(), dtype=int64: iterations that updated x
@@ -52,18 +63,13 @@ class CGState(NamedTuple):
     model_values: TensorVariable | None  # shape=(max_iters + 1,): phi(x_i); progress rule only
 
     def flatten(self) -> list[TensorVariable]:
-        """The fields in order, blocks spliced in; ``model_values`` only if used."""
-        scalars = [self.rz, self.residual_norm, self.iterations, self.done]
-        extra = [] if self.model_values is None else [self.model_values]
-        return [*self.x, *self.r, *self.p, *scalars, *extra]
+        """The fields in order; ``model_values`` only if used."""
+        return [variable for variable in self if variable is not None]
 
     @classmethod
-    def unflatten(cls, flat: Sequence[TensorVariable], n: int) -> CGState:
-        """The inverse of :meth:`flatten` for ``n`` blocks."""
-        rz, residual_norm, iterations, done = flat[3 * n : 3 * n + 4]
-        return cls(x=list(flat[:n]), r=list(flat[n : 2 * n]), p=list(flat[2 * n : 3 * n]),
-                   rz=rz, residual_norm=residual_norm, iterations=iterations, done=done,
-                   model_values=flat[3 * n + 4] if len(flat) > 3 * n + 4 else None)
+    def unflatten(cls, flat: Sequence[TensorVariable]) -> CGState:
+        """The inverse of :meth:`flatten`."""
+        return cls(*flat[:7], model_values=flat[7] if len(flat) > 7 else None)
 
 
 def dot(a: Sequence[TensorVariable], b: Sequence[TensorVariable]) -> TensorVariable:
@@ -152,7 +158,8 @@ def conjugate_gradient(
         Leave the loop when it stops (a ``scan`` with ``until``; in JAX mode a while
         loop, :mod:`sgn_theano.jax_loops`, which the modes the library resolves have).
         False runs all ``max_iters`` iterations, those after the stop changing nothing,
-        for a JAX mode without it; the result is the same.
+        for a JAX mode without it; the result is the same. Unrolled iterations
+        (``max_iters <= UNROLLED_MAX_ITERS``) always all run.
 
     Returns
     -------
@@ -174,75 +181,92 @@ def conjugate_gradient(
     check_float("progress_tol", progress_tol, low=0.0)
     if max_iters <= PROGRESS_WINDOW:  # the rule cannot act: do not pay for its bookkeeping
         progress_tol = 0.0
-    problem = _Problem(matvec, b, pt.cast(tol, b[0].dtype),
-                       preconditioner if preconditioner is not None else (lambda r: r),
-                       progress_tol)
-    start = _start(problem, x0, max_iters).flatten()
+    layout = BlockLayout(b)
+    problem = _Problem(lambda v: layout.flatten(matvec(layout.split(v))), layout.flatten(b),
+                       pt.cast(tol, b[0].dtype),
+                       flat_preconditioner(preconditioner, layout), progress_tol)
+    start = _start(problem, None if x0 is None else layout.flatten(x0), max_iters)
+    final = (_unrolled(problem, start, max_iters) if max_iters <= UNROLLED_MAX_ITERS
+             else _loop(problem, start, max_iters, early_exit))
+    return CGResult(x=layout.split(final.x), iterations=final.iterations,
+                    residual_norm=final.residual_norm, residual=layout.split(final.r))
+
+
+def _unrolled(problem: _Problem, start: CGState, max_iters: int) -> CGState:
+    """``max_iters`` iterations written out one after the other (no loop)."""
+    state = start
+    for _ in range(max_iters):
+        state = _iteration(problem, state)
+    return state
+
+
+def _loop(problem: _Problem, start: CGState, max_iters: int, early_exit: bool) -> CGState:
+    """The iterations as a ``scan`` over the loop state, leaving it once done if
+    ``early_exit``; the loop-invariant part of ``matvec`` is computed once, outside."""
+    flat = start.flatten()
     body, invariants = hoist_loop_invariants(
-        lambda flat: _iteration(problem, CGState.unflatten(flat, len(b))).flatten(), start)
+        lambda state: _iteration(problem, CGState.unflatten(state)).flatten(), flat)
 
     def scan_step(*arguments):
-        flat = body(list(arguments[:len(start)]), list(arguments[len(start):]))
-        return (flat, until(CGState.unflatten(flat, len(b)).done)) if early_exit else flat
+        state = body(list(arguments[:len(flat)]), list(arguments[len(flat):]))
+        return (state, until(CGState.unflatten(state).done)) if early_exit else state
 
-    trace = scan_on_stand_ins(scan_step, start, invariants, max_iters)
-    final = CGState.unflatten([sequence[-1] for sequence in trace], len(b))
-    return CGResult(x=final.x, iterations=final.iterations,
-                    residual_norm=final.residual_norm, residual=final.r)
+    trace = scan_on_stand_ins(scan_step, flat, invariants, max_iters)
+    return CGState.unflatten([sequence[-1] for sequence in trace])
 
 
 class _Problem(NamedTuple):
-    """The system and the options of one :func:`conjugate_gradient` call."""
+    """The system and the options of one :func:`conjugate_gradient` call, on the
+    blocks' flat vector."""
 
-    matvec: Callable[[Blocks], Blocks]  # A v
-    b: Blocks
+    matvec: Callable[[TensorVariable], TensorVariable]  # A v
+    b: TensorVariable  # shape=(n,)
     tol: TensorVariable  # absolute tolerance on ||r||, b's dtype
-    precondition: Callable[[Blocks], Blocks]  # M r
+    precondition: Callable[[TensorVariable], TensorVariable]  # M r
     progress_tol: float  # epsilon of the relative-progress rule; 0: off
 
-    def model_value(self, x: Blocks, r: Blocks) -> TensorVariable:
+    def model_value(self, x: TensorVariable, r: TensorVariable) -> TensorVariable:
         """:math:`\\phi(x) = -\\tfrac12 x^\\top (b + r)`, with :math:`r = b - A x`."""
-        return -(dot(x, self.b) + dot(x, r)) / 2
+        return -pt.dot(x, self.b + r) / 2
 
 
-def _start(problem: _Problem, x0: Blocks | None, max_iters: int) -> CGState:
+def _start(problem: _Problem, x0: TensorVariable | None, max_iters: int) -> CGState:
     """The state before the first iteration: from zero, or from ``x0`` if it beats
     zero on the quadratic model."""
-    b, dtype = problem.b, problem.b[0].dtype
+    b, dtype = problem.b, problem.b.dtype
     zero = pt.constant(0, dtype=dtype)
     if x0 is None:
-        x, r = [pt.zeros_like(block) for block in b], list(b)
+        x, r = pt.zeros_like(b), b
     else:
-        x_warm = [pt.cast(block, dtype) for block in x0]
-        r_warm = [rhs - product for rhs, product in zip(b, problem.matvec(x_warm))]
+        x_warm = pt.cast(x0, dtype)
+        r_warm = b - problem.matvec(x_warm)
         better = problem.model_value(x_warm, r_warm) < zero  # phi(0) = 0
-        x = [pt.switch(better, xi, pt.zeros_like(xi)) for xi in x_warm]
-        r = [pt.switch(better, ri, rhs) for ri, rhs in zip(r_warm, b)]
+        x = pt.switch(better, x_warm, pt.zeros_like(x_warm))
+        r = pt.switch(better, r_warm, b)
     z = problem.precondition(r)
     values = None
     if problem.progress_tol:
         # phi(x_i) for i = 0..max_iters, read back `window` iterations later.
         values = pt.set_subtensor(pt.zeros((max_iters + 1,), dtype=dtype)[0],
                                   problem.model_value(x, r))
-    return CGState(x=x, r=r, p=z, rz=dot(r, z), residual_norm=pt.sqrt(dot(r, r)),
+    return CGState(x=x, r=r, p=z, rz=pt.dot(r, z), residual_norm=pt.sqrt(pt.dot(r, r)),
                    iterations=pt.constant(0, dtype="int64"),
                    done=pt.as_tensor_variable(np.array(False)), model_values=values)
 
 
 def _iteration(problem: _Problem, state: CGState) -> CGState:
     """One CG iteration; a no-op once ``state.done``."""
-    dtype = problem.b[0].dtype
-    zero = pt.constant(0, dtype=dtype)
+    zero = pt.constant(0, dtype=problem.b.dtype)
     a_p = problem.matvec(state.p)
-    curvature = dot(state.p, a_p)
+    curvature = pt.dot(state.p, a_p)
     active = pt.invert(state.done) & (state.residual_norm > problem.tol) & (curvature > zero)
     alpha = pt.switch(active, state.rz / pt.switch(active, curvature, 1), zero)
-    x = [xi + alpha * pi for xi, pi in zip(state.x, state.p)]
-    r = [ri - alpha * api for ri, api in zip(state.r, a_p)]
+    x = state.x + alpha * state.p
+    r = state.r - alpha * a_p
     z = problem.precondition(r)
-    rz = dot(r, z)
+    rz = pt.dot(r, z)
     beta = pt.switch(active, rz / pt.switch(active, state.rz, 1), zero)
-    residual_norm = pt.sqrt(dot(r, r))
+    residual_norm = pt.sqrt(pt.dot(r, r))
     iterations = state.iterations + pt.cast(active, "int64")
     done = pt.invert(active) | (residual_norm <= problem.tol)
     values = state.model_values
@@ -250,9 +274,8 @@ def _iteration(problem: _Problem, state: CGState) -> CGState:
         value = problem.model_value(x, r)
         values = pt.set_subtensor(values[iterations], value)
         done = done | _stalled(values, value, iterations, problem.progress_tol)
-    return CGState(x=x, r=r, p=[zi + beta * pi for zi, pi in zip(z, state.p)], rz=rz,
-                   residual_norm=residual_norm, iterations=iterations, done=done,
-                   model_values=values)
+    return CGState(x=x, r=r, p=z + beta * state.p, rz=rz, residual_norm=residual_norm,
+                   iterations=iterations, done=done, model_values=values)
 
 
 def _stalled(values: TensorVariable, value: TensorVariable, iterations: TensorVariable,

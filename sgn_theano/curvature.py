@@ -273,6 +273,14 @@ def curvature_batch(
     if recorded is not None and recorded[0] is outputs:
         # The closed form is a function of the outputs alone: rebuild it on the rows'.
         product = recorded[1]
-        attach_hessian_product(sub_loss, sub_outputs, lambda u: clone_replace(
-            product(u), replace={outputs: sub_outputs}, rebuild_strict=False))
+
+        def sub_batch_product(u):
+            # Built on a stand-in for `u`: the graph behind `u` may hold `outputs` too
+            # (a CG direction made from the whole batch's gradient), which must stay.
+            stand_in = u.type()
+            return clone_replace(product(stand_in), replace={outputs: sub_outputs,
+                                                             stand_in: u},
+                                 rebuild_strict=False)
+
+        attach_hessian_product(sub_loss, sub_outputs, sub_batch_product)
     return sub_loss, sub_outputs

@@ -23,6 +23,8 @@ from pytensor.scalar import ScalarType
 from pytensor.tensor.basic import scalar_from_tensor, tensor_from_scalar
 from pytensor.tensor.type import TensorType
 
+from sgn_theano.softmax_inlining import inline_softmax_graph
+
 __all__ = ["hoist_loop_invariants", "scan_on_stand_ins"]
 
 Blocks = list[Variable]
@@ -34,7 +36,8 @@ def hoist_loop_invariants(
     """Split a loop body into loop-invariant inputs and the part that needs the state.
 
     ``operator`` (the loop body: state list -> result list) is built once on placeholder
-    variables of the types of ``like``. Every subexpression that does not depend on the
+    variables of the types of ``like``, with softmax and log-softmax inlined
+    (:func:`sgn_theano.softmax_inlining.inline_softmax_graph`). Every subexpression that does not depend on the
     placeholders but feeds one that does (the forward-pass activations of a network,
     the tolerance of a solver) becomes an *invariant*: computed once outside the loop
     and handed to it.
@@ -49,7 +52,8 @@ def hoist_loop_invariants(
         index, as slicing makes, travels as a 0-d tensor and is unwrapped inside).
     """
     placeholders = [block.type() for block in like]
-    results = operator(placeholders)
+    # scan compiles its body in a mode of its own, which would not inline these
+    results = inline_softmax_graph(operator(placeholders), placeholders)
     variant = set(placeholders)
     hoisted: list[Variable] = []  # the variables of the body that are cut off
     invariants: list[Variable] = []  # what scan is handed for each

@@ -26,6 +26,7 @@ import pytensor
 from pytensor.compile.mode import Mode, get_mode
 
 from sgn_theano.merge_rewrite import with_destroy_aware_merge
+from sgn_theano.softmax_inlining import with_inlined_softmax
 
 __all__ = [
     "MODES",
@@ -94,7 +95,9 @@ def default_mode_name() -> str:
 
 def compile_mode(name: str | None = None) -> Mode:
     """The PyTensor mode for ``name`` (``None``: :func:`default_mode_name`), with
-    :func:`sgn_theano.merge_rewrite.with_destroy_aware_merge` applied.
+    :func:`sgn_theano.merge_rewrite.with_destroy_aware_merge` applied, and for ``"C"``
+    and ``"FAST_RUN"`` (the C backend) softmax inlined
+    (:func:`sgn_theano.softmax_inlining.with_inlined_softmax`).
 
     Compile the updates of :func:`sgn_theano.sgn` with it:
     ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``. For ``"C"`` with
@@ -123,9 +126,11 @@ def compile_mode(name: str | None = None) -> Mode:
                           "sgn_theano.modes.link_openblas()) to silence this, or set "
                           f"{LINK_BLAS_VARIABLE}=0 to prevent it.", BlasLinkWarning,
                           stacklevel=2)
-        return with_destroy_aware_merge(Mode(linker="cvm"))
+        return with_inlined_softmax(with_destroy_aware_merge(Mode(linker="cvm")))
     mode = get_mode(name)
     prepare_backend(mode)
+    if name == "FAST_RUN":
+        mode = with_inlined_softmax(mode)
     return with_destroy_aware_merge(mode)
 
 

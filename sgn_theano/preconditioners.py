@@ -2,7 +2,9 @@
 
 A preconditioner is a callable ``list -> list``: the product :math:`M r` with
 :math:`M` symmetric positive definite, an approximation of :math:`(G + \\rho I)^{-1}`
-(see :func:`sgn_theano.cg.conjugate_gradient`).
+(see :func:`sgn_theano.cg.conjugate_gradient`). CG works on the blocks' flat vector;
+:func:`flat_preconditioner` gives the product there, for a diagonal preconditioner as one
+elementwise product with a diagonal computed once, outside the loop.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Callable, Sequence
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.block_layout import BlockLayout
 from sgn_theano.validation import check_float
 
-__all__ = ["JACOBI_EXPONENT", "diagonal_preconditioner"]
+__all__ = ["JACOBI_EXPONENT", "DiagonalPreconditioner", "diagonal_preconditioner",
+           "flat_preconditioner"]
 
 Blocks = list[TensorVariable]
 
@@ -22,12 +26,41 @@ Blocks = list[TensorVariable]
 JACOBI_EXPONENT = 0.75
 
 
+class DiagonalPreconditioner:
+    """The product :math:`M r` with a diagonal :math:`M`, stored as blocks.
+
+    Calling it on blocks multiplies each by its diagonal; :func:`flat_preconditioner`
+    multiplies the flat vector by the diagonal's flat vector.
+    """
+
+    def __init__(self, inverse_diagonal: Sequence[TensorVariable]):
+        #: The diagonal of :math:`M`, shaped like the blocks it multiplies.
+        self.inverse_diagonal = list(inverse_diagonal)
+
+    def __call__(self, residual: Blocks) -> Blocks:
+        return [r * weight for r, weight in zip(residual, self.inverse_diagonal)]
+
+
+def flat_preconditioner(
+    preconditioner: Callable[[Blocks], Blocks] | None, layout: BlockLayout
+) -> Callable[[TensorVariable], TensorVariable]:
+    """``preconditioner`` as a product on ``layout``'s flat vector: the identity for
+    ``None``; one elementwise product for a :class:`DiagonalPreconditioner`; otherwise
+    the callable on the blocks, its result flattened."""
+    if preconditioner is None:
+        return lambda r: r
+    if isinstance(preconditioner, DiagonalPreconditioner):
+        weights = layout.flatten(preconditioner.inverse_diagonal)
+        return lambda r: r * weights
+    return lambda r: layout.flatten(preconditioner(layout.split(r)))
+
+
 def diagonal_preconditioner(
     scale: Sequence[TensorVariable],
     damping: TensorVariable,
     *,
     exponent: float = JACOBI_EXPONENT,
-) -> Callable[[Blocks], Blocks]:
+) -> DiagonalPreconditioner:
     """Jacobi-style diagonal preconditioner :math:`M = (m^2 + \\rho)^{-a}`.
 
     .. math::
@@ -50,15 +83,9 @@ def diagonal_preconditioner(
 
     Returns
     -------
-    callable
+    DiagonalPreconditioner
         ``r -> [r_i * (m_i^2 + rho)^-a]``.
     """
     exponent = check_float("exponent", exponent, low=0.0, high=1.0)
-    inverse_diagonal = [
-        pt.cast((m * m + damping) ** -exponent, m.dtype) for m in scale
-    ]
-
-    def precondition(residual: Blocks) -> Blocks:
-        return [r * weight for r, weight in zip(residual, inverse_diagonal)]
-
-    return precondition
+    return DiagonalPreconditioner(
+        [pt.cast((m * m + damping) ** -exponent, m.dtype) for m in scale])

@@ -25,6 +25,7 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import graph_replace
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.curvature import gauss_newton_product
 from sgn_theano.data_parallel import DataParallel
@@ -169,6 +170,9 @@ def gauss_newton_direction(
             products = sum_products(products)
         return [product + damping * vector for product, vector in zip(products, vectors)]
 
+    # Shapes known before compiling: CG's flat vector is then cut at constant offsets.
+    rhs = [pt.specify_shape(block, shape) if shape is not None else block
+           for block, shape in zip(rhs, static_shapes(params))]
     return conjugate_gradient(
         damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
         preconditioner=preconditioner, progress_tol=progress_tol, early_exit=early_exit,

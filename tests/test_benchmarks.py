@@ -45,4 +45,7 @@ def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path)
     for row in rows:
         assert row["hand_s"] == row["hand"]["construct_s"] + row["hand"]["first_call_s"]
         assert row["hand_over_library"] == row["hand_s"] / row["library_s"] > 0
-    assert "hand/lib" in completed.stdout
+        for loss in ("library", "hand"):
+            figures = row[loss]
+            assert figures["over_gradient"] == figures["build_s"] / figures["gradient_build_s"]
+    assert "hand/lib" in completed.stdout and "lib/grad" in completed.stdout

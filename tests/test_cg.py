@@ -276,3 +276,39 @@ def test_property_n_iterations_solve_the_system(solvers_by_iterations, shapes, s
     n, a, b = random_system(shapes, seed, log_condition)
     x, solution = solvers_by_iterations[n](a, b, shapes=shapes)[0], np.linalg.solve(a, b)
     assert np.linalg.norm(x - solution) <= 1e-8 * np.linalg.norm(solution)
+
+
+def test_unrolled_and_looped_iterations_agree():
+    from sgn_theano import cg
+    rng = np.random.default_rng(11)
+    a, b = spd(rng), rng.standard_normal(N)
+    k = cg.UNROLLED_MAX_ITERS
+    unrolled = compile_solver(max_iters=k)(a, b)
+    cg.UNROLLED_MAX_ITERS = 0
+    try:
+        looped = compile_solver(max_iters=k)(a, b)
+    finally:
+        cg.UNROLLED_MAX_ITERS = k
+    np.testing.assert_allclose(unrolled[0], looped[0], rtol=1e-12)
+    assert unrolled[1:] == pytest.approx(looped[1:], rel=1e-12)
+    np.testing.assert_allclose(unrolled[0], reference_cg(a, b, k), rtol=1e-9)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 6])
+def test_loop_body_vector_work_does_not_grow_with_the_blocks(n_blocks):
+    # CG works on one flat vector: the body's inner products and vector updates are the
+    # same few nodes for 1 block or 6 (only the product A v sees the blocks).
+    from pytensor.scan.op import Scan
+    from pytensor.tensor.math import Dot
+
+    from sgn_theano.preconditioners import diagonal_preconditioner
+    rhs = [pt.vector(f"b{i}", dtype="float64") for i in range(n_blocks)]
+    precondition = diagonal_preconditioner(rhs, pt.constant(0.1))
+    result = conjugate_gradient(lambda v: [2.0 * block for block in v], rhs, max_iters=10,
+                                preconditioner=precondition)
+    (loop,) = {variable.owner for variable in pytensor.graph.traversal.ancestors(result.x)
+               if variable.owner is not None and isinstance(variable.owner.op, Scan)}
+    nodes = loop.op.fgraph.apply_nodes
+    assert sum(isinstance(node.op, Dot) for node in nodes) == 3  # p.Ap, r.z, r.r
+    # the preconditioner's diagonal is computed once, outside the loop: no power inside
+    assert not any("Pow" in str(node.op) for node in nodes)

@@ -9,10 +9,12 @@ import pytensor.tensor as pt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cg import reference_cg
 from test_optimizer import DAMPING, SIZES
 
 from conftest import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch
 from sgn_theano import SGN, SGNConfig, sgn
+from sgn_theano.cg import UNROLLED_MAX_ITERS
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.models import cnn, mlp
 
@@ -200,3 +202,22 @@ def test_inputs_with_a_static_batch_size_take_the_same_step():
         changes.append(flatten(p.get_value() for p in params) - before)
     np.testing.assert_allclose(changes[1], changes[0], rtol=1e-12)
     assert np.abs(changes[0]).max() > 0
+
+
+def test_unrolled_cg_on_the_sub_batch_matrix_matches_dense_cg():
+    # Few iterations are written out, so each product's input is built from the whole
+    # batch's gradient: the sub-batch Hessian must not swap that gradient's outputs.
+    what, loss_name, build, fraction, rows = PROBLEMS[0]  # library softmax, closed form
+    problem = build()
+    loss, outputs, params, inputs = problem
+    batch = make_batch(loss_name, "float64", batch=BATCH, features=2, classes=2)
+    dense = dense_gauss_newton(loss, outputs, params, inputs)
+    gradient = dense(*batch)[1]
+    matrix = dense(*[array[:rows] for array in batch])[0] + DAMPING * np.eye(len(gradient))
+    expected = reference_cg(matrix, -gradient, UNROLLED_MAX_ITERS)
+    before = flatten(p.get_value() for p in params)
+    info = SGN(loss, params, outputs, inputs, curvature_fraction=fraction,
+               **{**EXACT, "max_cg_iters": UNROLLED_MAX_ITERS}).step(*batch)
+    assert info.accepted and info.cg_iterations == UNROLLED_MAX_ITERS
+    np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
+                               rtol=1e-7, atol=1e-10)

@@ -9,14 +9,23 @@ from pytensor.graph.traversal import ancestors, applys_between
 from pytensor.scan.op import Scan
 
 from sgn_theano import SGN
+from sgn_theano.cg import UNROLLED_MAX_ITERS
 from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.optimizer import gauss_newton_direction
+
+
+#: CG iterations that run in a loop (fewer are written out).
+LOOPED = UNROLLED_MAX_ITERS + 2
 
 
 def scalar_op_names(op: Scan) -> set[str]:
     return {type(node.op.scalar_op).__name__
             for node in applys_between(op.inner_inputs, op.inner_outputs)
             if hasattr(node.op, "scalar_op")}
+
+
+def inner_op_names(op: Scan) -> set[str]:
+    return {type(node.op).__name__ for node in op.fgraph.apply_nodes}
 
 
 def test_scan_on_stand_ins_is_scan_on_the_real_inputs():
@@ -53,7 +62,8 @@ def test_cg_loop_body_does_not_recompute_the_forward_pass():
     loss, outputs, params, _ = build_problem("softmax_cross_entropy", "tanh", "float64")
     gradients = pytensor.grad(loss, params)
     solution = gauss_newton_direction(loss, params, outputs, [-g for g in gradients],
-                                      pt.constant(0.1, dtype="float64"), max_cg_iters=3)
+                                      pt.constant(0.1, dtype="float64"),
+                                      max_cg_iters=LOOPED)
     (loop,) = {v.owner for v in ancestors(solution.x)
                if v.owner is not None and isinstance(v.owner.op, Scan)}
     names = scalar_op_names(loop.op)
@@ -61,16 +71,29 @@ def test_cg_loop_body_does_not_recompute_the_forward_pass():
     assert "Mul" in names  # the vector-dependent products stay in the loop
 
 
+def step_loops(optimizer) -> list:
+    return [node for node in optimizer._step.maker.fgraph.apply_nodes
+            if isinstance(node.op, Scan)]
+
+
 def test_sgn_step_runs_one_cg_loop_and_one_line_search_loop():
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
-    optimizer = SGN(loss, params, outputs, inputs, mode=TEST_MODE)
-    loops = [node for node in optimizer._step.maker.fgraph.apply_nodes
-             if isinstance(node.op, Scan)]
+    loops = step_loops(SGN(loss, params, outputs, inputs, max_cg_iters=LOOPED,
+                           mode=TEST_MODE))
     assert len(loops) == 2  # no copy of the CG loop (graph_replace, not clone_replace)
-    evaluating = [loop for loop in loops
-                  if any(type(node.op).__name__ == "LogSoftmax"
-                         for node in loop.op.fgraph.apply_nodes)]
-    assert len(evaluating) == 1  # only the line search evaluates the loss (at new params)
+    # only the line search evaluates the loss (picks each row's label), at new params
+    evaluating = [loop for loop in loops if "AdvancedSubtensor" in inner_op_names(loop.op)]
+    assert len(evaluating) == 1
+    for loop in loops:  # softmax inlined in the loops, whose mode is not the caller's
+        assert not {"Softmax", "LogSoftmax"} & inner_op_names(loop.op)
+
+
+def test_few_cg_iterations_are_written_out_without_a_loop():
+    loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
+    for line_search in (False, True):
+        optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=UNROLLED_MAX_ITERS,
+                        line_search=line_search, mode=TEST_MODE)
+        assert len(step_loops(optimizer)) == int(line_search)  # the line search's only
 
 
 def test_step_graph_as_built_holds_no_copy_of_the_cg_loop():
@@ -80,7 +103,5 @@ def test_step_graph_as_built_holds_no_copy_of_the_cg_loop():
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
     for line_search, expected in ((False, 1), (True, 2)):
         optimizer = SGN(loss, params, outputs, inputs, line_search=line_search,
-                        mode=unrewritten)
-        loops = [node for node in optimizer._step.maker.fgraph.apply_nodes
-                 if isinstance(node.op, Scan)]
-        assert len(loops) == expected, line_search
+                        max_cg_iters=LOOPED, mode=unrewritten)
+        assert len(step_loops(optimizer)) == expected, line_search

@@ -1,0 +1,92 @@
+"""One flat vector for a list of tensors: the layout conjugate gradient works in.
+
+A network's parameters are many tensors (a weight matrix and a bias per layer). CG's
+vector work (axpys, inner products, the preconditioner product) done block by block
+puts one node per block and operation into every iteration; on one flat vector it is a
+handful of nodes whatever the depth, which the backends fuse into a few loops, and the
+graph is cheaper to rewrite and compile. :class:`BlockLayout` concatenates blocks into
+that vector (:meth:`~BlockLayout.flatten`) and cuts it back into views shaped like the
+blocks (:meth:`~BlockLayout.split`); only the curvature product needs the blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.tensor.variable import TensorVariable
+
+__all__ = ["BlockLayout", "static_shapes"]
+
+Blocks = list[TensorVariable]
+
+
+def static_shapes(variables: Sequence[TensorVariable]) -> list[tuple | None]:
+    """Each variable's shape as Python integers where it is known before compiling: its
+    type's static shape, or a shared variable's current value's; ``None`` otherwise."""
+    shapes = []
+    for variable in variables:
+        if all(length is not None for length in variable.type.shape):
+            shapes.append(tuple(int(length) for length in variable.type.shape))
+        elif isinstance(variable, SharedVariable):
+            shapes.append(tuple(int(length) for length in
+                                variable.get_value(borrow=True, return_internal_type=True).shape))
+        else:
+            shapes.append(None)
+    return shapes
+
+
+class BlockLayout:
+    """Where each block of a list of tensors sits in one flat vector.
+
+    Block :math:`i` of shape :math:`s_i` occupies entries
+    :math:`[o_i, o_i + \\prod s_i)` of the flat vector, :math:`o_i = \\sum_{j<i}
+    \\prod s_j`, in C order. Shapes known before compiling (``shapes``, or the blocks'
+    static types) give constant offsets and reshapes, which every backend needs inside
+    a loop (JAX reshapes only to concrete shapes); unknown ones are read from the
+    blocks' symbolic shapes.
+
+    A single one-dimensional block is its own flat vector: :meth:`flatten` and
+    :meth:`split` then add no node.
+
+    Parameters
+    ----------
+    like : list of TensorVariable
+        Blocks with the shapes of the layout (any dtypes).
+    shapes : list of (tuple of int or None), optional
+        Known shapes of the blocks (e.g. :func:`static_shapes` of the parameters), which
+        take precedence over ``like``'s types.
+    """
+
+    def __init__(self, like: Sequence[TensorVariable],
+                 shapes: Sequence[tuple | None] | None = None):
+        known = static_shapes(like) if shapes is None else list(shapes)
+        self.ndims = [block.type.ndim for block in like]
+        self.shapes = [shape if shape is not None else tuple(block.shape)
+                       for shape, block in zip(known, like)]
+        self.sizes = [math.prod(shape) if shape is not None else pt.prod(block.shape)
+                      for shape, block in zip(known, like)]
+        self.trivial = len(like) == 1 and self.ndims[0] == 1
+
+    def flatten(self, blocks: Sequence[TensorVariable]) -> TensorVariable:
+        """The blocks concatenated, each raveled in C order: a vector."""
+        if self.trivial:
+            return blocks[0]
+        return pt.concatenate([block.ravel() for block in blocks])
+
+    def split(self, flat: TensorVariable) -> Blocks:
+        """The blocks of ``flat``: views of its slices, reshaped like the layout's blocks."""
+        if self.trivial:
+            return [flat]
+        blocks, offset = [], 0
+        for shape, size, ndim in zip(self.shapes, self.sizes, self.ndims):
+            piece = flat[offset : offset + size]
+            if isinstance(size, int):  # a static shape, even for a vector
+                piece = piece.reshape(shape)
+            elif ndim != 1:
+                piece = piece.reshape(shape, ndim=ndim)
+            blocks.append(piece)
+            offset = offset + size
+        return blocks
