@@ -38,9 +38,9 @@ import pytensor.tensor as pt
 from report import write_report
 
 from sgn_theano import SGN, binary_cross_entropy, sgn, softmax_cross_entropy, squared_error
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.models import lenet5
-from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
+from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": pt.tanh,

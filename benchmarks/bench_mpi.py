@@ -24,9 +24,9 @@ from mpi4py import MPI
 from report import write_report
 
 from sgn_theano import SGN, softmax_cross_entropy
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.models import mlp
-from sgn_theano.modes import compile_mode, link_openblas
+from sgn_theano.compilation.modes import compile_mode, link_openblas
 
 SIZES = (784, 256, 256, 10)
 

@@ -1,6 +1,8 @@
 """Micro-benchmark: time of a gradient, a G v, SGD/Adam steps and SGN steps, as ratios.
 
-For each compile mode and model, all functions are timed in interleaved rounds (same
+"3 G v" is three chained products with the forward pass shared and no CG: the floor of a
+fixed step with three CG iterations is the gradient plus that. For each compile mode and
+model, all functions are timed in interleaved rounds (same
 load for each) and every figure is reported as a median and as a ratio to the
 gradient's median; also the compile time of each function (first call included: JIT
 backends compile there) and, in the C and Python-linker modes, the peak memory of one
@@ -33,9 +35,9 @@ import pytensor.tensor as pt
 from report import write_report
 
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, mlp
-from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
+from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 
 #: The CNNs, as ``sgn_theano.models.cnn`` and ``torch_cnn.py`` take them: (image shape, layers).
 CNNS = {"lenet": ((28, 28, 1), LENET5), "vgg": ((32, 32, 3), VGG_SMALL)}
@@ -62,7 +64,7 @@ EARLY_STOP = {"damping": 100.0, "min_damping": 100.0, "cg_tol": 1e-3}
 EARLY_STOP_LABEL = "rho=100, cg_tol=1e-3"
 EARLY_STOP_FIGURES = tuple(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})" for k in (5, 60)
                            for kind in ("fixed", "line search + trust region"))
-FIGURES = ("gradient", "G v", "SGD step", "Adam step", *(
+FIGURES = ("gradient", "G v", "3 G v", "SGD step", "Adam step", *(
     f"SGN k={k} ({kind})" for k in CG_ITERATIONS
     for kind in ("fixed", "line search + trust region", SUB_BATCH)), *EARLY_STOP_FIGURES)
 #: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
@@ -93,7 +95,8 @@ def build(model: str, mode, batch: int, figures=FIGURES):
 
     def add(name, make):
         """Build a fresh model, let ``make`` compile a callable on it, and time that."""
-        if name not in figures and not (name == "gradient + G v" and "G v" in figures):
+        if name not in figures and not (name.startswith("gradient + ")
+                                        and name.removeprefix("gradient + ") in figures):
             return
         x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
         logits, params = builder(x)
@@ -132,6 +135,8 @@ def build(model: str, mode, batch: int, figures=FIGURES):
     add("gradient", lambda x, y, z, p, loss: compiled(x, y, [loss, *pytensor.grad(loss, p)]))
     add("gradient + G v", lambda x, y, z, p, loss: compiled(
         x, y, [loss, *gauss_newton_product(loss, z, p, pytensor.grad(loss, p))]))
+    add("gradient + 3 G v", lambda x, y, z, p, loss: compiled(
+        x, y, [loss, *chained_products(loss, z, p, pytensor.grad(loss, p), 3)]))
     add("SGD step", lambda x, y, z, p, loss: compiled(x, y, loss, sgd(loss, p, 0.1)))
     add("Adam step", lambda x, y, z, p, loss: compiled(x, y, loss, adam(loss, p, 1e-3)))
     settings = [(f"SGN k={k} ({kind})", k, line_search, fraction, {})
@@ -147,6 +152,13 @@ def build(model: str, mode, batch: int, figures=FIGURES):
             fraction=fraction, options=options: sgn_step(*model, label, k, line_search,
                                                          fraction, options))
     return functions, compile_s, peak_bytes, cg_iterations
+
+
+def chained_products(loss, outputs, params, vectors, count: int) -> list:
+    """``G (G (... G v))``, ``count`` products: no CG, the floor of ``count`` iterations."""
+    for _ in range(count):
+        vectors = gauss_newton_product(loss, outputs, params, vectors)
+    return vectors
 
 
 def preparation(call):
@@ -216,11 +228,12 @@ def bench_model(model, mode, mode_name, args) -> dict:
                                                  args.batch_size).items():
                 for figure, seconds in measured.items():
                     yardsticks.setdefault(name, {}).setdefault(figure, []).append(seconds)
-    if "gradient + G v" in samples:
-        samples["G v"] = [both - gradient for both, gradient in
-                          zip(samples.pop("gradient + G v"), samples["gradient"])]
-        compile_s["G v"] = compile_s.pop("gradient + G v")
-        peak_bytes["G v"] = peak_bytes.pop("gradient + G v")
+    for name in ("G v", "3 G v"):  # the products alone: the forward pass is shared
+        if f"gradient + {name}" in samples:
+            samples[name] = [both - gradient for both, gradient in
+                             zip(samples.pop(f"gradient + {name}"), samples["gradient"])]
+            compile_s[name] = compile_s.pop(f"gradient + {name}")
+            peak_bytes[name] = peak_bytes.pop(f"gradient + {name}")
     medians = {name: float(np.median(times)) for name, times in samples.items()}
     ratios = {name: float(np.median([t / g for t, g in zip(times, samples["gradient"])]))
               for name, times in samples.items()}

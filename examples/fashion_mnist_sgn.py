@@ -12,7 +12,7 @@ import pytensor.tensor as pt
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
 from sgn_theano.models import mlp
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=FASHION_MNIST_DIR)

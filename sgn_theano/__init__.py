@@ -2,10 +2,10 @@
 
 Importing it changes nothing in the process: the allocator tuning
 (:func:`reuse_freed_memory`) and the OpenBLAS link of the C mode
-(:func:`sgn_theano.modes.link_openblas`) are calls of their own.
+(:func:`sgn_theano.compilation.modes.link_openblas`) are calls of their own.
 """
 
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.cg import CGResult, conjugate_gradient
 from sgn_theano.curvature import (
     gauss_newton_product,
@@ -14,7 +14,7 @@ from sgn_theano.curvature import (
     vector_jacobian_product,
 )
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
-from sgn_theano.modes import compile_mode, link_openblas
+from sgn_theano.compilation.modes import compile_mode, link_openblas
 from sgn_theano.optimizer import SGN, SGNConfig, StepInfo, sgn
 from sgn_theano.updates import adam, momentum, sgd
 

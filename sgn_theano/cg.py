@@ -23,7 +23,7 @@ from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import BlockLayout
-from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.preconditioners import flat_preconditioner
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
@@ -156,7 +156,7 @@ def conjugate_gradient(
         Martens uses ``5e-4``. The rule needs more than 10 iterations to act.
     early_exit : bool
         Leave the loop when it stops (a ``scan`` with ``until``; in JAX mode a while
-        loop, :mod:`sgn_theano.jax_loops`, which the modes the library resolves have).
+        loop, :mod:`sgn_theano.compilation.jax_loops`, which the modes the library resolves have).
         False runs all ``max_iters`` iterations, those after the stop changing nothing,
         for a JAX mode without it; the result is the same. Unrolled iterations
         (``max_iters <= UNROLLED_MAX_ITERS``) always all run.

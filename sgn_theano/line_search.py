@@ -10,7 +10,7 @@ import pytensor.tensor as pt
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.validation import check_float, check_integer
 
 __all__ = ["LineSearchResult", "armijo_backtracking"]
@@ -66,7 +66,7 @@ def armijo_backtracking(
         Largest number of loss evaluations, ``>= 1``.
     early_exit : bool
         Stop at the first success (a ``scan`` with ``until``; in JAX mode a while loop,
-        :mod:`sgn_theano.jax_loops`). False evaluates all ``max_tries`` step sizes and
+        :mod:`sgn_theano.compilation.jax_loops`). False evaluates all ``max_tries`` step sizes and
         keeps the first success, for a JAX mode without while loops; the result is the
         same, ``tries`` included.
 
@@ -95,7 +95,7 @@ def armijo_backtracking(
     nan = pt.constant(np.nan, dtype=dtype)
 
     # Everything is loop state, and only the last state is read: a loop of that form
-    # becomes a while loop in every backend (sgn_theano.jax_loops for JAX). The next
+    # becomes a while loop in every backend (sgn_theano.compilation.jax_loops for JAX). The next
     # step size is state too, not a scanned sequence: PyTensor would push the parameters
     # moved by every candidate step out of the loop, computing all `max_tries` of them
     # up front even when the first one succeeds.

@@ -32,7 +32,7 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano import validation
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.modes import is_jax_mode, loops_can_exit_early
+from sgn_theano.compilation.modes import is_jax_mode, loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.step_stages import (
@@ -87,7 +87,7 @@ def sgn(
     early_exit : bool
         Leave the CG loop when it stops (see :func:`sgn_theano.cg.conjugate_gradient`).
         In JAX mode that needs the library's while loops: compile with
-        ``mode=compile_mode("JAX")`` (:mod:`sgn_theano.jax_loops`), or pass False for
+        ``mode=compile_mode("JAX")`` (:mod:`sgn_theano.compilation.jax_loops`), or pass False for
         a plain PyTensor JAX mode.
 
     Returns
@@ -225,7 +225,7 @@ class SGN:
         costs one more :math:`G v` per step and, measured on Fashion-MNIST (batch 1000,
         a fresh batch each step), did not pay for it.
     mode : str or pytensor Mode, optional
-        Compile mode: a name of :data:`sgn_theano.modes.MODES` (``"C"``, ``"NUMBA"``,
+        Compile mode: a name of :data:`sgn_theano.compilation.modes.MODES` (``"C"``, ``"NUMBA"``,
         ``"JAX"``...) or any PyTensor mode. Default: ``"C"`` linked to OpenBLAS where
         it is found (the fastest to compile, as fast to run), else ``"NUMBA"``.
     comm : mpi4py communicator, optional

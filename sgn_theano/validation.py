@@ -157,15 +157,15 @@ def check_integer(name: str, value, *, low: int) -> int:
 def check_mode(mode):
     """Resolve a compile mode, or raise ``ValueError`` naming the bad one.
 
-    ``None`` and the names of :data:`sgn_theano.modes.MODES` are
-    :func:`sgn_theano.modes.compile_mode` (``None``: C where a BLAS can be linked, else
+    ``None`` and the names of :data:`sgn_theano.compilation.modes.MODES` are
+    :func:`sgn_theano.compilation.modes.compile_mode` (``None``: C where a BLAS can be linked, else
     NUMBA; its errors, such as the C mode without a BLAS, pass through unchanged);
     anything else is handed to PyTensor, its backend given the library's ops
-    (:func:`sgn_theano.modes.prepare_backend`), and
-    its last merge pass made :class:`sgn_theano.merge_rewrite.DestroyAwareMerge`.
+    (:func:`sgn_theano.compilation.modes.prepare_backend`), and
+    its last merge pass made :class:`sgn_theano.compilation.merge_rewrite.DestroyAwareMerge`.
     """
-    from sgn_theano.merge_rewrite import with_destroy_aware_merge
-    from sgn_theano.modes import MODES, compile_mode, prepare_backend
+    from sgn_theano.compilation.merge_rewrite import with_destroy_aware_merge
+    from sgn_theano.compilation.modes import MODES, compile_mode, prepare_backend
 
     if mode is None or isinstance(mode, str) and mode in MODES:
         return compile_mode(mode)

@@ -20,7 +20,7 @@ from mpi4py import MPI
 from sgn_theano import SGN, sgd, softmax_cross_entropy
 from sgn_theano.bench.train import FirstOrder, train
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 
 # After importing sgn_theano (and calling `reuse_freed_memory()` if argv[1] says so),
 # allocates six 8 MiB arrays and frees them, 20 times, and prints the minor page faults of

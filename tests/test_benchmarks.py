@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The figures the step benchmark is asked for: one of each kind (fewer SGN builds).
-FIGURES = ("gradient", "G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
+FIGURES = ("gradient", "G v", "3 G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
            "SGN k=10 (line search + trust region, curvature_fraction=0.1)")
 
 

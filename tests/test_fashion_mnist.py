@@ -10,7 +10,7 @@ import pytest
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
 from sgn_theano.models import mlp
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 from sgn_theano.bench.train import make_evaluator, train
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),

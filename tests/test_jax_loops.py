@@ -1,4 +1,4 @@
-"""Loops that stop early in JAX mode (sgn_theano.jax_loops): while loops, the same
+"""Loops that stop early in JAX mode (sgn_theano.compilation.jax_loops): while loops, the same
 results as the C mode, and the state kept on the device."""
 
 import numpy as np
@@ -10,7 +10,7 @@ from pytensor.scan.utils import until
 
 from sgn_theano import SGN, conjugate_gradient, softmax_cross_entropy
 from sgn_theano.models import mlp
-from sgn_theano.modes import compile_mode, loops_can_exit_early
+from sgn_theano.compilation.modes import compile_mode, loops_can_exit_early
 
 pytestmark = NEEDS_JAX
 

@@ -7,9 +7,9 @@ import pytest
 from conftest import NEEDS_JAX, TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
 
 from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
-from sgn_theano.layers import conv2d, max_pool2d
+from sgn_theano.models.layers import conv2d, max_pool2d
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, lenet5, vgg_small
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 
 
 def reference_conv(images, filters, stride, padding):

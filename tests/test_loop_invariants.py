@@ -10,7 +10,7 @@ from pytensor.scan.op import Scan
 
 from sgn_theano import SGN
 from sgn_theano.cg import UNROLLED_MAX_ITERS
-from sgn_theano.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.optimizer import gauss_newton_direction
 
 

@@ -9,14 +9,14 @@ from pytensor.compile.mode import Mode, get_mode
 from pytensor.graph.rewriting.basic import MergeOptimizer
 
 from sgn_theano import SGN
-from sgn_theano.merge_rewrite import (
+from sgn_theano.compilation.merge_rewrite import (
     LAST_MERGE,
     DestroyAwareMerge,
     rewrite_names,
     with_destroy_aware_merge,
 )
-from sgn_theano.modes import compile_mode
-from sgn_theano.softmax_inlining import inline_softmax
+from sgn_theano.compilation.modes import compile_mode
+from sgn_theano.compilation.softmax_inlining import inline_softmax
 
 
 @pytest.mark.parametrize("mode_name", BACKENDS)

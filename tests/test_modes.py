@@ -12,7 +12,7 @@ from test_optimizer import DAMPING, exact_direction
 from conftest import BACKENDS, NEEDS_JAX, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 
 
 @pytest.mark.parametrize("mode_name", BACKENDS)
@@ -57,7 +57,7 @@ def test_unknown_mode_name():
 def test_jax_mode_in_float32_with_a_batch_over_127_rows():
     # Two PyTensor JAX-backend traps: int8 bounds handed to jnp.arange (the loss's row
     # index) overflowed for batches of 128 rows and more; and float32 sums came back in
-    # float64, which broke the float32 CG loop (see sgn_theano.modes.fix_jax_reductions).
+    # float64, which broke the float32 CG loop (see sgn_theano.compilation.modes.fix_jax_reductions).
     x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
     logits, params = mlp(x, [3, 4, 3], seed=0)
     loss = softmax_cross_entropy(logits, y)
@@ -72,7 +72,7 @@ def test_jax_mode_in_float32_with_a_batch_over_127_rows():
 def test_jax_mode_keeps_float32_zeros_float32():
     # PyTensor's JAX Alloc broadcast a Python float: float32 zeros (a convolution's
     # padding) came back in float64, and a CNN's gradient with them
-    # (sgn_theano.modes.fix_jax_alloc).
+    # (sgn_theano.compilation.modes.fix_jax_alloc).
     x = pt.vector("x", dtype="float32")
     padded = pt.set_subtensor(pt.zeros((x.shape[0] + 2,), dtype="float32")[1:-1], x)
     function = pytensor.function([x], [padded, pt.full((2,), 3, dtype="float32")],

@@ -6,8 +6,8 @@ import pytensor.tensor as pt
 import pytest
 from conftest import BACKENDS, TEST_MODE
 
-from sgn_theano.modes import compile_mode
-from sgn_theano.patches import ExtractPatches, FoldPatches, extract_patches
+from sgn_theano.compilation.modes import compile_mode
+from sgn_theano.models.patches import ExtractPatches, FoldPatches, extract_patches
 
 #: (image height, width, kernel height, width, stride): ragged edges included
 GEOMETRIES = [(5, 5, 3, 3, 1), (7, 6, 3, 2, 2), (8, 8, 2, 2, 3), (4, 4, 4, 4, 1)]

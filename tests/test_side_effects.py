@@ -31,7 +31,7 @@ def test_import_and_construction_change_nothing():
         logits, params = mlp(x, [3, 4, 3], seed=0)
         loss = sgn_theano.softmax_cross_entropy(logits, y)
         with warnings.catch_warnings():
-            warnings.simplefilter("error", sgn_theano.modes.BlasLinkWarning)
+            warnings.simplefilter("error", sgn_theano.compilation.modes.BlasLinkWarning)
             sgn_theano.SGN(loss, params, logits, [x, y], mode="C")
         assert pytensor.config.blas__ldflags == before, "SGN changed blas__ldflags"
         loaded = {"tqdm", "matplotlib", "jax", "sgn_theano.bench"} & set(sys.modules)
@@ -43,7 +43,7 @@ def test_import_and_construction_change_nothing():
 
 LINK = """
     import warnings, pytensor
-    from sgn_theano.modes import compile_mode, default_mode_name
+    from sgn_theano.compilation.modes import compile_mode, default_mode_name
     from sgn_theano.validation import check_mode
     print(default_mode_name())
     with warnings.catch_warnings(record=True) as caught:

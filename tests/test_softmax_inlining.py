@@ -5,7 +5,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.special import LogSoftmax, Softmax
 
-from sgn_theano.modes import compile_mode
+from sgn_theano.compilation.modes import compile_mode
 
 
 def test_c_mode_inlines_softmax_and_keeps_values():

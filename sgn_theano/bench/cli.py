@@ -31,7 +31,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from sgn_theano import data
-from sgn_theano.allocator import reuse_freed_memory
+from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.bench.batch_study import (
     Study,
     best_settings,
@@ -54,7 +54,7 @@ from sgn_theano.bench.tasks import (
 from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
-from sgn_theano.modes import MODES, compile_mode, default_mode_name, link_openblas
+from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 from sgn_theano.optimizer import SGN
 from sgn_theano.updates import adam, sgd
 

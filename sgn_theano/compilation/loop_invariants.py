@@ -23,7 +23,7 @@ from pytensor.scalar import ScalarType
 from pytensor.tensor.basic import scalar_from_tensor, tensor_from_scalar
 from pytensor.tensor.type import TensorType
 
-from sgn_theano.softmax_inlining import inline_softmax_graph
+from sgn_theano.compilation.softmax_inlining import inline_softmax_graph
 
 __all__ = ["hoist_loop_invariants", "scan_on_stand_ins"]
 
@@ -37,7 +37,7 @@ def hoist_loop_invariants(
 
     ``operator`` (the loop body: state list -> result list) is built once on placeholder
     variables of the types of ``like``, with softmax and log-softmax inlined
-    (:func:`sgn_theano.softmax_inlining.inline_softmax_graph`). Every subexpression that does not depend on the
+    (:func:`sgn_theano.compilation.softmax_inlining.inline_softmax_graph`). Every subexpression that does not depend on the
     placeholders but feeds one that does (the forward-pass activations of a network,
     the tolerance of a solver) becomes an *invariant*: computed once outside the loop
     and handed to it.

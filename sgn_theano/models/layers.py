@@ -2,7 +2,7 @@
 
 PyTensor 3 has no neural-network ``conv2d`` or pooling op (``tensor.nnet`` is gone and
 ``signal.convolve2d`` calls scipy in Python, one image at a time). The convolution is
-the patches of its input (:mod:`sgn_theano.patches`, an op with its adjoint) times the
+the patches of its input (:mod:`sgn_theano.models.patches`, an op with its adjoint) times the
 filters; pooling is a reshape and a max. PyTensor differentiates both (gradients, and
 the forward-mode products of :mod:`sgn_theano.curvature`). The patch ops run in every
 backend (C, NUMBA, JAX); an SGN step on a CNN does not run in JAX mode yet (README).
@@ -18,7 +18,7 @@ from typing import Literal
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.patches import extract_patches
+from sgn_theano.models.patches import extract_patches
 
 __all__ = ["CONV_METHODS", "conv2d", "conv_output_size", "max_pool2d"]
 
@@ -59,7 +59,7 @@ def conv2d(
         :math:`s \\ge 1` and :math:`p \\ge 0`, the same on both axes.
     method : {"im2col", "shifted"}
         ``"im2col"``: the patches ``(B, H', W', k_h k_w C)`` of the input
-        (:func:`sgn_theano.patches.extract_patches`, one op) multiplied by the filters
+        (:func:`sgn_theano.models.patches.extract_patches`, one op) multiplied by the filters
         reshaped to ``(k_h k_w C, F)``: one large matrix product.
         ``"shifted"``: the sum over :math:`(u, v)` of one product per strided slice of
         the input, with no patch buffer (and a graph of :math:`k_h k_w` slices).

@@ -1,7 +1,7 @@
 """Image patches (im2col) and their adjoint as PyTensor ops of their own.
 
 A convolution is a matrix product of the patches of its input with the filters
-(:func:`sgn_theano.layers.conv2d`). Built from ``k_h k_w`` strided slices, the patches
+(:func:`sgn_theano.models.layers.conv2d`). Built from ``k_h k_w`` strided slices, the patches
 and their three derivatives (the gradient, and the two products of a Gauss-Newton
 ``G v``) made graphs of hundreds of slicing nodes per convolution, which PyTensor took
 tens of seconds to rewrite. Here they are two nodes:
@@ -21,7 +21,9 @@ PyTensor's ``pushforward`` builds is one of them too. Each has three implementat
 * JAX versions for JAX mode (:func:`register_jax`);
 
 and ``perform`` (numpy: one strided view and one copy; ``k_h k_w`` strided additions)
-for PyTensor's Python linker.
+for PyTensor's Python linker. The NUMBA and JAX versions are registered with
+:func:`sgn_theano.compilation.modes.register_backend_preparer`, which calls them when
+the library prepares that backend (importing this module imports neither).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.compilation.modes import register_backend_preparer
 
 __all__ = ["ExtractPatches", "FoldPatches", "extract_patches", "register_jax", "register_numba"]
 
@@ -382,3 +386,7 @@ def register_jax() -> None:
         return fold
 
     _JAX_REGISTERED = True
+
+
+register_backend_preparer("NUMBA", register_numba)
+register_backend_preparer("JAX", register_jax)

@@ -12,7 +12,7 @@ modes of those names; asking for ``"JAX"`` or ``"NUMBA"`` registers that backend
 versions of the library's ops process-wide (:func:`prepare_jax_backend`,
 :func:`prepare_numba_backend`). Every mode :func:`compile_mode` returns
 has its last merge pass replaced by
-:class:`sgn_theano.merge_rewrite.DestroyAwareMerge` (a user-written loss took minutes
+:class:`sgn_theano.compilation.merge_rewrite.DestroyAwareMerge` (a user-written loss took minutes
 to compile without it).
 """
 
@@ -21,12 +21,13 @@ from __future__ import annotations
 import ctypes.util
 import os
 import warnings
+from collections.abc import Callable
 
 import pytensor
 from pytensor.compile.mode import Mode, get_mode
 
-from sgn_theano.merge_rewrite import with_destroy_aware_merge
-from sgn_theano.softmax_inlining import with_inlined_softmax
+from sgn_theano.compilation.merge_rewrite import with_destroy_aware_merge
+from sgn_theano.compilation.softmax_inlining import with_inlined_softmax
 
 __all__ = [
     "MODES",
@@ -41,6 +42,7 @@ __all__ = [
     "loops_can_exit_early",
     "prepare_backend",
     "prepare_jax_backend",
+    "register_backend_preparer",
     "prepare_numba_backend",
 ]
 
@@ -95,9 +97,9 @@ def default_mode_name() -> str:
 
 def compile_mode(name: str | None = None) -> Mode:
     """The PyTensor mode for ``name`` (``None``: :func:`default_mode_name`), with
-    :func:`sgn_theano.merge_rewrite.with_destroy_aware_merge` applied, and for ``"C"``
+    :func:`sgn_theano.compilation.merge_rewrite.with_destroy_aware_merge` applied, and for ``"C"``
     and ``"FAST_RUN"`` (the C backend) softmax inlined
-    (:func:`sgn_theano.softmax_inlining.with_inlined_softmax`).
+    (:func:`sgn_theano.compilation.softmax_inlining.with_inlined_softmax`).
 
     Compile the updates of :func:`sgn_theano.sgn` with it:
     ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``. For ``"C"`` with
@@ -123,7 +125,7 @@ def compile_mode(name: str | None = None) -> Mode:
             warnings.warn("sgn_theano set pytensor.config.blas__ldflags = '-lopenblas' for "
                           "this process, as no BLAS was configured for the C mode. Configure "
                           "one yourself (PYTENSOR_FLAGS=blas__ldflags=..., or call "
-                          "sgn_theano.modes.link_openblas()) to silence this, or set "
+                          "sgn_theano.compilation.modes.link_openblas()) to silence this, or set "
                           f"{LINK_BLAS_VARIABLE}=0 to prevent it.", BlasLinkWarning,
                           stacklevel=2)
         return with_inlined_softmax(with_destroy_aware_merge(Mode(linker="cvm")))
@@ -144,9 +146,9 @@ def is_jax_mode(mode) -> bool:
 def loops_can_exit_early(mode) -> bool:
     """Whether compiled loops may stop early (``scan`` with ``until``) in ``mode``: in
     every backend but JAX, and in JAX once :func:`prepare_jax_backend` has given it
-    while loops (:mod:`sgn_theano.jax_loops`), which every mode the library resolves
+    while loops (:mod:`sgn_theano.compilation.jax_loops`), which every mode the library resolves
     has."""
-    from sgn_theano import jax_loops
+    from sgn_theano.compilation import jax_loops
 
     return not is_jax_mode(mode) or jax_loops.registered()
 
@@ -162,28 +164,46 @@ def prepare_backend(mode) -> None:
         prepare_numba_backend()
 
 
-def prepare_numba_backend() -> None:
-    """NUMBA versions of the patch ops (:func:`sgn_theano.patches.register_numba`;
-    idempotent, imports numba)."""
-    from sgn_theano.patches import register_numba
+#: Functions that register an op's version for a backend, by backend ("NUMBA", "JAX"):
+#: each op module adds its own (:func:`register_backend_preparer`).
+_BACKEND_PREPARERS: dict[str, list[Callable[[], None]]] = {"NUMBA": [], "JAX": []}
+_PREPARED_BACKENDS: set[str] = set()
 
-    register_numba()
+
+def register_backend_preparer(backend: str, preparer: Callable[[], None]) -> None:
+    """Have ``preparer`` (idempotent; it may import the backend) called when the library
+    prepares ``backend`` ("NUMBA" or "JAX"), or at once if it already has. A module of ops
+    with versions for a backend registers them this way, so this module knows no op."""
+    _BACKEND_PREPARERS[backend].append(preparer)
+    if backend in _PREPARED_BACKENDS:
+        preparer()
+
+
+def _run_preparers(backend: str) -> None:
+    _PREPARED_BACKENDS.add(backend)
+    for preparer in _BACKEND_PREPARERS[backend]:
+        preparer()
+
+
+def prepare_numba_backend() -> None:
+    """NUMBA versions of the library's ops (those registered with
+    :func:`register_backend_preparer`; idempotent)."""
+    _run_preparers("NUMBA")
 
 
 def prepare_jax_backend() -> None:
     """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
     :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, :func:`fix_jax_arange`, while
-    loops for the scans that
-    stop early (:func:`sgn_theano.jax_loops.register_while_scans`), and JAX versions of
-    the patch ops (:func:`sgn_theano.patches.register_jax`)."""
-    from sgn_theano.jax_loops import register_while_scans
-    from sgn_theano.patches import register_jax
+    loops for the scans that stop early
+    (:func:`sgn_theano.compilation.jax_loops.register_while_scans`), and JAX versions of
+    the library's ops (those registered with :func:`register_backend_preparer`)."""
+    from sgn_theano.compilation.jax_loops import register_while_scans
 
     fix_jax_reductions()
     fix_jax_alloc()
     fix_jax_arange()
     register_while_scans()
-    register_jax()
+    _run_preparers("JAX")
 
 
 _JAX_REDUCTIONS_FIXED = False

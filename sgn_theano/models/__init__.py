@@ -18,7 +18,7 @@ import pytensor.tensor as pt
 from pytensor.gradient import disconnected_grad
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.layers import conv2d, conv_output_size, max_pool2d
+from sgn_theano.models.layers import conv2d, conv_output_size, max_pool2d
 
 __all__ = ["ACTIVATIONS", "LENET5", "VGG_SMALL", "cnn", "lenet5", "mlp", "vgg_small"]
 
@@ -160,7 +160,7 @@ def cnn(
     dtype: str | None = None,
     conv_method: Literal["im2col", "shifted"] = "im2col",
 ) -> tuple[TensorVariable, list]:
-    """Convolutional network from a list of layers (:mod:`sgn_theano.layers`).
+    """Convolutional network from a list of layers (:mod:`sgn_theano.models.layers`).
 
     Each ``("conv", F, k[, stride[, padding]])`` and each ``("dense", n)`` but the last
     is followed by the activation; ``("pool", s)`` is non-overlapping max-pooling; the
@@ -181,7 +181,7 @@ def cnn(
     dtype : str, optional
         Parameter dtype; defaults to ``inputs.dtype``.
     conv_method : {"im2col", "shifted"}
-        See :func:`sgn_theano.layers.conv2d`.
+        See :func:`sgn_theano.models.layers.conv2d`.
 
     Returns
     -------
