@@ -17,7 +17,7 @@ the one before; each figure is the median over ``--repeats`` builds, and
 timed the same way, and ``/ gradient`` is the build's median over that one's.
 
 Run it twice: the first run fills PyTensor's compile cache, the second measures with a
-warm cache (the figures the README reports).
+warm cache (the figures the docs report).
 
     python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--no-lenet]
                                        [--width 20] [--builds "SGN k=3" ...] [--repeats 3]
@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
     parser.add_argument("--output", default="results/bench_compile.json")
     args = parser.parse_args()
-    reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
+    reuse_freed_memory()  # what a benchmark process wants (docs, "Performance"); not on import
     link_openblas()
     grid = cases(args.quick, args.depths, args.lenet, args.width, args.builds)
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),

@@ -307,7 +307,7 @@ def main():
     if args.yardsticks and not os.path.exists(args.yardstick_python):
         sys.exit(f"--yardsticks: {args.yardstick_python} not found; set up the yardsticks "
                  f"as in {os.path.normpath(YARDSTICKS)}/README.md or pass --yardstick-python")
-    reuse_freed_memory()  # what a benchmark process wants (README, "Performance"); not on import
+    reuse_freed_memory()  # what a benchmark process wants (docs, "Performance"); not on import
     link_openblas()
     report = {"batch_size": args.batch_size, "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "modes": {}}

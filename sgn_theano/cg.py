@@ -32,7 +32,7 @@ __all__ = ["CGResult", "CGState", "UNROLLED_MAX_ITERS", "conjugate_gradient", "d
 #: Smallest window of Martens' relative-progress rule (it acts after more iterations).
 PROGRESS_WINDOW = 10
 #: Up to this many iterations CG is written out, not looped: measured cheaper to run
-#: (README, "Step cost"); such a CG always computes ``max_iters`` products, those after
+#: (docs, "Performance"); such a CG always computes ``max_iters`` products, those after
 #: it stops changing nothing.
 UNROLLED_MAX_ITERS = 3
 

@@ -187,7 +187,7 @@ class SGN:
         1e-6, 10-20 CG iterations nearly solve each batch's model and over-fit that
         batch (Fashion-MNIST test accuracy stuck near 80% with k = 20); 0.1 fixes that
         and leaves k = 3 as good as before. Lower it for small, smooth full-batch
-        problems that need long steps (README, "Robustness").
+        problems that need long steps (docs, results: "Robustness").
     trust_region : bool
         Adapt :math:`\\rho` by the trust-region rule.
     damping_schedule : {"constant", "linear", "cosine"}

@@ -19,7 +19,7 @@ from sgn_theano.models import mlp
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDS_MPI = pytest.mark.skipif(
     shutil.which("mpirun") is None or importlib.util.find_spec("mpi4py") is None,
-    reason="needs OpenMPI's mpirun and mpi4py (README, set-up)")
+    reason="needs OpenMPI's mpirun and mpi4py (docs, installation)")
 TIMEOUT = 300
 
 

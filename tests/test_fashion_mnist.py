@@ -43,7 +43,7 @@ def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
 def test_soak_10000_sgn_steps():
     """10,000 default SGN steps (k = 3, batch 1000) on a 784-32-10 tanh MLP: no exception,
     finite parameters, damping inside its bounds, and a model that learned. Prints the
-    figures recorded in the README."""
+    figures recorded in the docs (results)."""
     mode = compile_mode("C")
     x_train, y_train, x_test, y_test = load_fashion_mnist()
     optimizer, (x, y, logits, loss, params) = default_sgn([784, 32, 10], "tanh", mode)

@@ -39,7 +39,7 @@ def test_exact_step_in_each_backend(mode_name):
     # An error raised inside the compiled step (a label out of range) must leave every
     # state array byte-identical, even where the backend updates shared memory in place.
     if mode_name == "JAX":
-        return  # PyTensor's JAX backend drops runtime assertions (see the README)
+        return  # PyTensor's JAX backend drops runtime assertions (see docs/modes.md)
     before = [a.tobytes() for role in optimizer.state_dict()["state"].values() for a in role]
     x, y = batch
     with pytest.raises(ValueError, match="A label is out of range"):
@@ -57,7 +57,8 @@ def test_unknown_mode_name():
 def test_jax_mode_in_float32_with_a_batch_over_127_rows():
     # Two PyTensor JAX-backend traps: int8 bounds handed to jnp.arange (the loss's row
     # index) overflowed for batches of 128 rows and more; and float32 sums came back in
-    # float64, which broke the float32 CG loop (see sgn_theano.compilation.modes.fix_jax_reductions).
+    # float64, which broke the float32 CG loop (see
+    # sgn_theano.compilation.modes.fix_jax_reductions).
     x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
     logits, params = mlp(x, [3, 4, 3], seed=0)
     loss = softmax_cross_entropy(logits, y)

@@ -1,6 +1,6 @@
 """Bad input gets a clear error naming the problem, and leaves everything untouched.
 
-Every case here is a row of the README's bad-input table (checked by
+Every case here is a row of the bad-input table of the docs (`docs/errors.md`) (checked by
 ``test_readme_lists_every_bad_input``): the ``what`` column is matched verbatim.
 """
 
@@ -14,7 +14,7 @@ from conftest import TEST_MODE, build_problem, make_batch
 
 from sgn_theano import SGN, adam, sgd, sgn
 
-README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+ERRORS_PAGE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "errors.md")
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +197,9 @@ def test_bad_state_dicts_are_refused_and_change_nothing(problem, optimizer):
         assert snapshot(optimizer.params, optimizer) == before
 
 
-def test_readme_lists_every_bad_input(problem):
-    with open(README) as stream:
-        readme = stream.read()
-    table = readme[readme.index("### Bad input"):]
+def test_docs_list_every_bad_input(problem):
+    with open(ERRORS_PAGE) as stream:
+        table = stream.read()
     whats = ([case[0] for case in SETTING_CASES] + [case[0] for case in graph_cases()]
              + [case[0] for case in batch_cases()] + [case[0] for case in state_cases(problem)])
     missing = [what for what in whats if f"| {what} |" not in table]

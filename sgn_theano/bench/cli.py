@@ -240,7 +240,7 @@ def _main(args, comm) -> int:
     _apply_defaults(args)
     if comm is not None and comm.Get_rank() == 0:
         print(f"sgn-bench: data-parallel over {comm.Get_size()} processes (mpirun)")
-    # What a benchmark process wants, done here and not on import (README, "Performance").
+    # What a benchmark process wants, done here and not on import (docs, "Performance").
     reuse_freed_memory()
     link_openblas()
     mode_name = args.mode or default_mode_name()

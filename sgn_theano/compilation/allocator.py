@@ -6,7 +6,7 @@ glibc's defaults, blocks over its mmap threshold are mapped fresh and unmapped o
 and the top of the heap is trimmed, so each call page-faults its working set back in.
 Raising the mmap threshold to glibc's largest (32 MiB) and the trim threshold to 1 GiB
 lets ``malloc`` reuse freed blocks. Either setting alone made things slower; what
-both together gain is measured in the README ("Memory allocator").
+both together gain is measured in the docs ("Performance").
 
 It changes the allocator of the whole process, so importing :mod:`sgn_theano` does
 not do it: call :func:`reuse_freed_memory` (``sgn-bench`` and the scripts under

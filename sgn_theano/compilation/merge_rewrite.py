@@ -13,7 +13,7 @@ buffers, each costing a scan over the clients of their inputs.
 A constant merged late (a user-written loss's ``arange`` brings new int8 constants)
 starts that cascade: an SGN step on a 784-20-20-10 relu MLP with a hand-written softmax
 cross-entropy spent nearly all of its construction in thousands of failed merges
-(figures in the README, "Compile time"). :func:`with_destroy_aware_merge`
+(figures in the docs, "Performance"). :func:`with_destroy_aware_merge`
 swaps ``merge3`` for :class:`DestroyAwareMerge`, which skips those pairs.
 """
 

@@ -91,7 +91,7 @@ def link_openblas() -> bool:
 
 def default_mode_name() -> str:
     """``"C"`` where a BLAS is configured or OpenBLAS can be linked (fastest to compile,
-    measured in the README), else ``"NUMBA"``. Changes nothing."""
+    measured in the docs, "Performance"), else ``"NUMBA"``. Changes nothing."""
     return "C" if _configured_blas() or _can_link_openblas() else "NUMBA"
 
 

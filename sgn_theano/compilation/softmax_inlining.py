@@ -14,7 +14,8 @@ these ops and keep them.
 
 The inner functions of ``scan`` loops are compiled in a mode of their own, not the
 caller's, so the rewrite does not reach them: :func:`inline_softmax_graph` inlines the
-ops when a loop body is built (:func:`sgn_theano.compilation.loop_invariants.hoist_loop_invariants`).
+ops when a loop body is built
+(:func:`sgn_theano.compilation.loop_invariants.hoist_loop_invariants`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ __all__ = ["ACTIVATIONS", "LENET5", "VGG_SMALL", "cnn", "lenet5", "mlp", "vgg_sm
 
 def _relu(x: TensorVariable) -> TensorVariable:
     # ``x * (x > 0)`` rather than ``maximum(x, 0)``: the latter's fused derivative is
-    # slow in PyTensor's C backend (measured, see the README). The mask is disconnected
+    # slow in PyTensor's C backend (measured, see the docs: "Performance"). The mask is disconnected
     # from the gradient: differentiating the comparison gives a zero matrix in floatX
     # (float64), which the CG loop received as an input and added on every iteration.
     return x * disconnected_grad(x > 0)
@@ -33,7 +33,7 @@ def _relu(x: TensorVariable) -> TensorVariable:
 
 def _tanh(x: TensorVariable) -> TensorVariable:
     # ``2 sigmoid(2x) - 1``, the same function: PyTensor's C ``tanh`` calls libm's
-    # scalar ``tanhf``, several times slower than this on float32 arrays (README,
+    # scalar ``tanhf``, several times slower than this on float32 arrays (docs,
     # "Performance"). Its derivative comes from the sigmoid's output, so it is finite
     # for any input.
     two = pt.constant(2, dtype=x.dtype)

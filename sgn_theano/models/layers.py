@@ -5,7 +5,7 @@ PyTensor 3 has no neural-network ``conv2d`` or pooling op (``tensor.nnet`` is go
 the patches of its input (:mod:`sgn_theano.models.patches`, an op with its adjoint) times the
 filters; pooling is a reshape and a max. PyTensor differentiates both (gradients, and
 the forward-mode products of :mod:`sgn_theano.curvature`). The patch ops run in every
-backend (C, NUMBA, JAX); an SGN step on a CNN does not run in JAX mode yet (README).
+backend (C, NUMBA, JAX); an SGN step on a CNN does not run in JAX mode yet (docs, "Compile modes").
 
 Images are ``(B, H, W, C)`` (channels last): a patch of a ``k_h x k_w`` window is then
 a contiguous run of ``k_h k_w C`` numbers, and no transpose is needed around the product.
