@@ -43,10 +43,10 @@ class BlockLayout:
 
     Block :math:`i` of shape :math:`s_i` occupies entries
     :math:`[o_i, o_i + \\prod s_i)` of the flat vector, :math:`o_i = \\sum_{j<i}
-    \\prod s_j`, in C order. Shapes known before compiling (``shapes``, or the blocks'
-    static types) give constant offsets and reshapes, which every backend needs inside
-    a loop (JAX reshapes only to concrete shapes); unknown ones are read from the
-    blocks' symbolic shapes.
+    \\prod s_j`, in C order. Shapes known before compiling (:func:`static_shapes`) give
+    constant offsets and reshapes, which every backend needs inside a loop (JAX
+    reshapes only to concrete shapes); unknown ones are read from the blocks' symbolic
+    shapes.
 
     A single one-dimensional block is its own flat vector: :meth:`flatten` and
     :meth:`split` then add no node.
@@ -55,14 +55,10 @@ class BlockLayout:
     ----------
     like : list of TensorVariable
         Blocks with the shapes of the layout (any dtypes).
-    shapes : list of (tuple of int or None), optional
-        Known shapes of the blocks (e.g. :func:`static_shapes` of the parameters), which
-        take precedence over ``like``'s types.
     """
 
-    def __init__(self, like: Sequence[TensorVariable],
-                 shapes: Sequence[tuple | None] | None = None):
-        known = static_shapes(like) if shapes is None else list(shapes)
+    def __init__(self, like: Sequence[TensorVariable]):
+        known = static_shapes(like)
         self.ndims = [block.type.ndim for block in like]
         self.shapes = [shape if shape is not None else tuple(block.shape)
                        for shape, block in zip(known, like)]

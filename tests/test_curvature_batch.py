@@ -204,10 +204,13 @@ def test_inputs_with_a_static_batch_size_take_the_same_step():
     assert np.abs(changes[0]).max() > 0
 
 
-def test_unrolled_cg_on_the_sub_batch_matrix_matches_dense_cg():
+@pytest.mark.parametrize("what, loss_name, build, fraction, rows", PROBLEMS[:2],
+                         ids=[p[0] for p in PROBLEMS[:2]])
+def test_unrolled_cg_on_the_sub_batch_matrix_matches_dense_cg(what, loss_name, build,
+                                                               fraction, rows):
     # Few iterations are written out, so each product's input is built from the whole
-    # batch's gradient: the sub-batch Hessian must not swap that gradient's outputs.
-    what, loss_name, build, fraction, rows = PROBLEMS[0]  # library softmax, closed form
+    # batch's gradient: the sub-batch Hessian (the library's closed form, or autodiff of a
+    # hand-written loss) must not swap that gradient's outputs.
     problem = build()
     loss, outputs, params, inputs = problem
     batch = make_batch(loss_name, "float64", batch=BATCH, features=2, classes=2)

@@ -38,7 +38,8 @@ def hoist_loop_invariants(
     ``operator`` (the loop body: state list -> result list) is built once on placeholder
     variables of the types of ``like``, with softmax and log-softmax inlined
     (:func:`sgn_theano.compilation.softmax_inlining.inline_softmax_graph`). Every
-    subexpression that does not depend on the placeholders but feeds one that does (the forward-pass activations of a network,
+    subexpression that does not depend on the placeholders but feeds one that does (the
+    forward-pass activations of a network,
     the tolerance of a solver) becomes an *invariant*: computed once outside the loop
     and handed to it.
 
