@@ -17,8 +17,8 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.block_layout import BlockLayout
 from sgn_theano.validation import check_float
 
-__all__ = ["JACOBI_EXPONENT", "DiagonalPreconditioner", "diagonal_preconditioner",
-           "flat_preconditioner"]
+__all__ = ["JACOBI_EXPONENT", "DiagonalPreconditioner", "curvature_preconditioner",
+           "diagonal_preconditioner", "flat_preconditioner"]
 
 Blocks = list[TensorVariable]
 
@@ -86,6 +86,53 @@ def diagonal_preconditioner(
     DiagonalPreconditioner
         ``r -> [r_i * (m_i^2 + rho)^-a]``.
     """
+    return curvature_preconditioner([m * m for m in scale], damping, exponent=exponent)
+
+
+def curvature_preconditioner(
+    diagonal: Sequence[TensorVariable],
+    damping: TensorVariable,
+    *,
+    exponent: float = JACOBI_EXPONENT,
+) -> DiagonalPreconditioner:
+    """Diagonal preconditioner from a curvature diagonal, :math:`M = (D + \\rho)^{-a}`.
+
+    .. math::
+
+        (M r)_j = \\frac{r_j}{(D_j + \\rho)^{a}}
+
+    with :math:`D` an estimate of :math:`\\operatorname{diag}(G)` (or of the
+    gradient's second moment; :mod:`sgn_theano.curvature_diagonal`). :math:`a = 1` is
+    Jacobi's preconditioner for :math:`G + \\rho I`; Martens (2010) takes
+    :math:`a = 3/4`, which trusts a noisy :math:`D` less.
+
+    Parameters
+    ----------
+    diagonal : list of TensorVariable
+        :math:`D`, shaped like the parameters; negative entries (a noisy estimate's)
+        count as 0, so :math:`M` is positive definite.
+    damping : scalar TensorVariable
+        :math:`\\rho > 0`, which keeps :math:`M` positive definite.
+    exponent : float
+        :math:`a \\in [0, 1]`; 0 gives the identity.
+
+    Returns
+    -------
+    DiagonalPreconditioner
+        ``r -> [r_i * (max(D_i, 0) + rho)^-a]``.
+    """
     exponent = check_float("exponent", exponent, low=0.0, high=1.0)
     return DiagonalPreconditioner(
-        [pt.cast((m * m + damping) ** -exponent, m.dtype) for m in scale])
+        [pt.cast(inverse_power(pt.maximum(d, 0) + damping, exponent), d.dtype)
+         for d in diagonal])
+
+
+def inverse_power(x: TensorVariable, exponent: float) -> TensorVariable:
+    """:math:`x^{-a}`, by square roots for :math:`a \\in \\{1/4, 1/2, 3/4, 1\\}` (about ten
+    times cheaper than ``pow`` per element), by ``pow`` otherwise."""
+    root = pt.sqrt(x)
+    powers = {0.25: lambda: pt.sqrt(root), 0.5: lambda: root,
+              0.75: lambda: root * pt.sqrt(root), 1.0: lambda: x}
+    if exponent in powers:
+        return 1 / powers[exponent]()
+    return x ** -exponent

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
+from sgn_theano.curvature_diagonal import DIAGONAL_ESTIMATORS
 from sgn_theano.damping import LOWER_RATIO, SCHEDULES
 from sgn_theano.validation import check_float, check_integer
 
@@ -21,6 +22,9 @@ __all__ = ["SGNConfig"]
 
 #: How :meth:`SGNConfig.to_dict` records a callable preconditioner.
 CUSTOM_PRECONDITIONER = "custom"
+
+#: The preconditioners :class:`sgn_theano.SGN` names.
+PRECONDITIONERS = ("jacobi", *DIAGONAL_ESTIMATORS)
 
 #: (low, high, low_open, high_open) of each float option whose range is fixed.
 FLOAT_RANGES = {
@@ -33,6 +37,8 @@ FLOAT_RANGES = {
     "min_damping": (0.0, float("inf"), True, False),
     "max_damping": (0.0, float("inf"), True, False),
     "curvature_fraction": (0.0, 1.0, True, False),
+    "preconditioner_decay": (0.0, 1.0, False, True),
+    "preconditioner_exponent": (0.0, 1.0, False, False),
 }
 
 
@@ -62,16 +68,20 @@ class SGNConfig(Mapping):
     learning_rate: float = 1.0
     rejection_threshold: float = 0.0
     momentum: float = 0.0
-    preconditioner: Literal["jacobi"] | Callable | None = None
+    preconditioner: Literal["jacobi", "gradient_squares", "hutchinson"] | Callable | None = None
+    preconditioner_decay: float = 0.99
+    preconditioner_exponent: float = 0.75
+    preconditioner_epsilon: float | None = None
     warm_start: float = 0.0
-    curvature_fraction: float = 1.0
+    model_momentum: bool = False
+    curvature_fraction: float = 0.1
 
     def __post_init__(self):
         checked = {"max_cg_iters": check_integer("max_cg_iters", self.max_cg_iters, low=1)}
         for name, (low, high, low_open, high_open) in FLOAT_RANGES.items():
             checked[name] = check_float(name, getattr(self, name), low=low, high=high,
                                         low_open=low_open, high_open=high_open)
-        for flag in ("trust_region", "line_search"):
+        for flag in ("trust_region", "line_search", "model_momentum"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"`{flag}` must be True or False, got {getattr(self, flag)!r}.")
         self._check_preconditioner()
@@ -79,6 +89,9 @@ class SGNConfig(Mapping):
             raise ValueError(f"`min_damping` ({checked['min_damping']}) exceeds "
                              f"`max_damping` ({checked['max_damping']}).")
         checked["damping_decay_steps"] = self._checked_decay_steps()
+        if self.preconditioner_epsilon is not None:
+            checked["preconditioner_epsilon"] = check_float(
+                "preconditioner_epsilon", self.preconditioner_epsilon, low=0.0, low_open=True)
         if self.trust_region or self.decaying:
             checked["damping"] = check_float("damping", self.damping,
                                              low=checked["min_damping"],
@@ -91,9 +104,9 @@ class SGNConfig(Mapping):
     def _check_preconditioner(self) -> None:
         preconditioner = self.preconditioner
         if not (preconditioner is None or callable(preconditioner)
-                or isinstance(preconditioner, str) and preconditioner == "jacobi"):
-            raise TypeError("`preconditioner` must be 'jacobi', a callable list -> list, or "
-                            f"None, got {preconditioner!r}.")
+                or isinstance(preconditioner, str) and preconditioner in PRECONDITIONERS):
+            raise TypeError(f"`preconditioner` must be one of {PRECONDITIONERS}, a callable "
+                            f"list -> list, or None, got {preconditioner!r}.")
 
     def _checked_decay_steps(self) -> int | None:
         schedule = self.damping_schedule
@@ -114,6 +127,11 @@ class SGNConfig(Mapping):
     def decaying(self) -> bool:
         """Whether the damping follows a decaying schedule (``"linear"``, ``"cosine"``)."""
         return self.damping_schedule != "constant"
+
+    @property
+    def averages_diagonal(self) -> bool:
+        """Whether the preconditioner averages a diagonal estimate over steps."""
+        return isinstance(self.preconditioner, str) and self.preconditioner in DIAGONAL_ESTIMATORS
 
     @property
     def evaluates_loss_after(self) -> bool:

@@ -29,12 +29,15 @@ class SGNState:
     momentum: list[SharedVariable]  # m_t, the gradient average (momentum > 0)
     momentum_count: SharedVariable | None  # shape=(), dtype=int64: t of the bias correction
     direction: list[SharedVariable]  # the last accepted direction (warm_start > 0)
+    diagonal: list[SharedVariable]  # the averaged curvature diagonal (an estimator)
+    diagonal_count: SharedVariable | None  # shape=(), dtype=int64: estimates averaged
+    previous_update: list[SharedVariable]  # the last accepted update (model_momentum)
 
     @classmethod
     def create(cls, params: list[SharedVariable], config: SGNConfig, dtype: str) -> SGNState:
         """Fresh state: the given parameters, ``config.damping``, zero counters and
         buffers."""
-        use_momentum = config.momentum > 0
+        use_momentum, averages = config.momentum > 0, config.averages_diagonal
         return cls(
             params=params,
             damping=pytensor.shared(np.asarray(config.damping, dtype), name="damping"),
@@ -44,6 +47,11 @@ class SGNState:
                             if use_momentum else None),
             direction=([shared_zeros_like(p, "direction") for p in params]
                        if config.warm_start > 0 else []),
+            diagonal=[shared_zeros_like(p, "diagonal") for p in params] if averages else [],
+            diagonal_count=(pytensor.shared(np.int64(0), name="diagonal_count")
+                            if averages else None),
+            previous_update=([shared_zeros_like(p, "previous_update") for p in params]
+                             if config.model_momentum else []),
         )
 
     def roles(self) -> dict[str, list[SharedVariable]]:

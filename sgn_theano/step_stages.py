@@ -28,12 +28,14 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.curvature import gauss_newton_product
+from sgn_theano.curvature_diagonal import gradient_squares, hutchinson_diagonal
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
 from sgn_theano.line_search import armijo_backtracking
-from sgn_theano.preconditioners import diagonal_preconditioner
+from sgn_theano.preconditioners import curvature_preconditioner
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
+from sgn_theano.updates import bias_corrected_average
 
 __all__ = [
     "Rejection",
@@ -41,8 +43,11 @@ __all__ = [
     "StepOutputs",
     "StepSize",
     "build_step",
+    "averaged_diagonal",
     "choose_step_size",
+    "curvature_product",
     "gauss_newton_direction",
+    "model_momentum_update",
     "next_damping",
     "rejection_status",
     "right_hand_side",
@@ -130,6 +135,17 @@ class StepSize(NamedTuple):
     success: TensorVariable  # dtype=bool: whether the line search found a decrease
 
 
+def curvature_product(loss: TensorVariable, outputs: TensorVariable, params: Sequence,
+                      sum_products: Callable[[Blocks], Blocks] | None = None,
+                      ) -> Callable[[Blocks], Blocks]:
+    """``v -> G v`` (:func:`sgn_theano.curvature.gauss_newton_product`), summed by
+    ``sum_products`` over the processes of a data-parallel step."""
+    def product(vectors: Blocks) -> Blocks:
+        products = gauss_newton_product(loss, outputs, params, vectors)
+        return products if sum_products is None else sum_products(products)
+    return product
+
+
 def gauss_newton_direction(
     loss: TensorVariable,
     params: Sequence[TensorVariable],
@@ -164,11 +180,10 @@ def gauss_newton_direction(
         (:meth:`sgn_theano.data_parallel.DataParallel.weighted_sum`).
     """
 
+    product = curvature_product(loss, outputs, params, sum_products)
+
     def damped_product(vectors: Blocks) -> Blocks:
-        products = gauss_newton_product(loss, outputs, params, vectors)
-        if sum_products is not None:
-            products = sum_products(products)
-        return [product + damping * vector for product, vector in zip(products, vectors)]
+        return [gv + damping * vector for gv, vector in zip(product(vectors), vectors)]
 
     # Shapes known before compiling: CG's flat vector is then cut at constant offsets.
     rhs = [pt.specify_shape(block, shape) if shape is not None else block
@@ -189,38 +204,99 @@ def right_hand_side(gradients: Blocks, gradient_finite: TensorVariable, state: S
     """
     if not state.momentum:
         return [-g for g in gradients], OrderedDict()
-    dtype = state.damping.dtype
-    beta = pt.constant(config.momentum, dtype=dtype)
-    count = state.momentum_count
-    averages = [beta * m + (1 - beta) * g for m, g in zip(state.momentum, gradients)]
-    correction = 1 - beta ** pt.cast(count + 1, dtype)
-    updates = OrderedDict((m, pt.switch(gradient_finite, average, m))
-                          for m, average in zip(state.momentum, averages))
-    updates[count] = pt.switch(gradient_finite, count + 1, count)
-    return [-average / correction for average in averages], updates
+    averages, updates = bias_corrected_average(state.momentum, state.momentum_count, gradients,
+                                               config.momentum, gradient_finite)
+    return [-average for average in averages], updates
 
 
 def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config: SGNConfig,
                      early_exit: bool, sum_products: Callable[[Blocks], Blocks] | None = None,
-                     ) -> CGResult:
+                     diagonal: Blocks | None = None) -> CGResult:
     """CG on :math:`(G + \\rho I) d = b` with the options of ``config``: the tolerance
     relative to :math:`\\lVert b \\rVert`, the warm start from the last accepted
-    direction, and the preconditioner; ``sum_products`` as in
-    :func:`gauss_newton_direction`."""
+    direction, and the preconditioner (from ``diagonal``, :func:`averaged_diagonal`'s,
+    for an estimator); ``sum_products`` as in :func:`gauss_newton_direction`."""
     rho, dtype = state.damping, state.damping.dtype
     x0 = None
     if state.direction:
         decay = pt.constant(config.warm_start, dtype=dtype)
         x0 = [decay * previous for previous in state.direction]
     preconditioner = config.preconditioner
-    if preconditioner == "jacobi":
-        preconditioner = diagonal_preconditioner(rhs, rho)
+    if isinstance(preconditioner, str):
+        floor = (rho if config.preconditioner_epsilon is None
+                 else pt.constant(config.preconditioner_epsilon, dtype))
+        squares = [b * b for b in rhs] if preconditioner == "jacobi" else diagonal
+        preconditioner = curvature_preconditioner(squares, floor,
+                                                  exponent=config.preconditioner_exponent)
     tolerance = pt.constant(config.cg_tol, dtype=dtype) * pt.sqrt(dot(rhs, rhs))
     return gauss_newton_direction(
         loss, params, outputs, rhs, rho, max_cg_iters=config.max_cg_iters, cg_tol=tolerance,
         x0=x0, preconditioner=preconditioner, progress_tol=config.cg_progress_tol,
         early_exit=early_exit, sum_products=sum_products,
     )
+
+
+def averaged_diagonal(gradients: Blocks, gradient_finite: TensorVariable,
+                      product: Callable[[Blocks], Blocks], probe: Blocks | None,
+                      state: SGNState, config: SGNConfig) -> tuple[Blocks | None, OrderedDict]:
+    """The preconditioner's curvature diagonal: this step's estimate
+    (:mod:`sgn_theano.curvature_diagonal`; ``product`` is :math:`v \\mapsto G v` on the
+    curvature rows, ``probe`` Hutchinson's :math:`v`) averaged with the earlier ones by
+    :func:`sgn_theano.updates.bias_corrected_average`, and the updates of the average.
+    ``(None, {})`` for a preconditioner that keeps no diagonal."""
+    if not config.averages_diagonal:
+        return None, OrderedDict()
+    if config.preconditioner == "hutchinson":
+        estimate = hutchinson_diagonal(product, probe)
+    else:
+        estimate = gradient_squares(gradients)
+    keep = gradient_finite & pt.isfinite(sum(pt.sum(block) for block in estimate))
+    return bias_corrected_average(state.diagonal, state.diagonal_count, estimate,
+                                  config.preconditioner_decay, keep)
+
+
+def model_momentum_update(direction: Blocks, gradients: Blocks, damped_curvature: TensorVariable,
+                          product: Callable[[Blocks], Blocks], state: SGNState,
+                          ) -> tuple[Blocks, TensorVariable]:
+    """K-FAC's momentum (Martens and Grosse 2015): the update
+    :math:`\\delta = \\alpha d + \\mu \\delta_{t-1}` that minimizes the quadratic model
+    :math:`g^\\top \\delta + \\tfrac12 \\delta^\\top (G + \\rho I) \\delta` on the span of
+    the direction :math:`d` and the previous update :math:`\\delta_{t-1}`.
+
+    With :math:`A = G + \\rho I` (``product`` gives :math:`G v`; ``damped_curvature`` is
+    :math:`d^\\top A d`), :math:`(\\alpha, \\mu)` solves
+
+    .. math::
+
+        \\begin{pmatrix} d^\\top A d & d^\\top A \\delta_{t-1} \\\\
+        d^\\top A \\delta_{t-1} & \\delta_{t-1}^\\top A \\delta_{t-1} \\end{pmatrix}
+        \\begin{pmatrix} \\alpha \\\\ \\mu \\end{pmatrix}
+        = -\\begin{pmatrix} g^\\top d \\\\ g^\\top \\delta_{t-1} \\end{pmatrix},
+
+    or, where that matrix is singular to working precision (the first step, or
+    :math:`\\delta_{t-1} \\parallel d`), :math:`\\mu = 0`,
+    :math:`\\alpha = -g^\\top d / d^\\top A d`. Costs one :math:`G v`.
+
+    Returns
+    -------
+    update : list of TensorVariable
+        :math:`\\delta`, shaped like ``direction``.
+    damped_curvature : scalar TensorVariable
+        :math:`\\delta^\\top A \\delta`.
+    """
+    previous, rho = state.previous_update, state.damping
+    a_previous = [gv + rho * p for gv, p in zip(product(previous), previous)]
+    a11, a12, a22 = damped_curvature, dot(direction, a_previous), dot(previous, a_previous)
+    b1, b2 = -dot(gradients, direction), -dot(gradients, previous)
+    determinant = a11 * a22 - a12 * a12
+    dtype = a11.dtype
+    solvable = determinant > pt.constant(np.finfo(dtype).eps ** 0.5, dtype) * a11 * a22
+    safe = pt.switch(solvable, determinant, 1)
+    alpha = pt.switch(solvable, (b1 * a22 - b2 * a12) / safe, b1 / a11)
+    mu = pt.switch(solvable, (a11 * b2 - a12 * b1) / safe, pt.constant(0, dtype))
+    update = [alpha * d + mu * p for d, p in zip(direction, previous)]
+    curvature = alpha * alpha * a11 + 2 * alpha * mu * a12 + mu * mu * a22
+    return update, curvature
 
 
 def choose_step_size(loss: TensorVariable, params: Sequence, direction: Blocks,
@@ -296,7 +372,7 @@ def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVar
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                config: SGNConfig, early_exit: bool,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
-               parallel: DataParallel | None = None,
+               parallel: DataParallel | None = None, probe: Blocks | None = None,
                ) -> tuple[StepOutputs, OrderedDict]:
     """The outputs and updates of one SGN step: the stages of this module in order.
 
@@ -310,6 +386,9 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     :math:`G v` and every loss of the line search are summed over the processes
     (weighted by shard size); everything computed from them is then the same on every
     process, which takes the step one process would take on the whole batch.
+
+    ``probe`` is Hutchinson's :math:`v` (blocks shaped like the parameters) for
+    ``preconditioner="hutchinson"``.
     """
     params, rho = state.params, state.damping
     curvature_loss, curvature_outputs = curvature or (loss, outputs)
@@ -322,11 +401,18 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
         sum_products, total = parallel.curvature_sum, parallel.total
     gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
+    product = curvature_product(curvature_loss, curvature_outputs, params, sum_products)
+    diagonal, diagonal_updates = averaged_diagonal(gradients, gradient_finite, product, probe,
+                                                   state, config)
+    updates.update(diagonal_updates)
     solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
-                                early_exit, sum_products)
+                                early_exit, sum_products, diagonal)
     direction = solution.x
-    slope = dot(gradients, direction)
     damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
+    if config.model_momentum:
+        direction, damped_curvature = model_momentum_update(direction, gradients,
+                                                            damped_curvature, product, state)
+    slope = dot(gradients, direction)
     size = choose_step_size(shard_loss, params, direction, slope, config, early_exit,
                             loss_now=loss, total=total)
     checks = [
@@ -349,8 +435,10 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     updates[rho] = next_damping(rho, ratio, accepted, state, config)
     for param, d in zip(params, direction):
         updates[param] = pt.switch(accepted, param + size.step_size * d, param)
-    for previous, d in zip(state.direction, direction):
+    for previous, d in zip(state.direction, solution.x):
         updates[previous] = pt.switch(accepted, d, previous)
+    for previous, d in zip(state.previous_update, direction):
+        updates[previous] = pt.switch(accepted, size.step_size * d, previous)
     # Counted through `status`, so the count runs after everything the batch feeds: an
     # error raised while the step runs (a label out of range) cannot leave it incremented,
     # even in backends that update shared variables in place early.

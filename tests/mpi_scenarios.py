@@ -205,6 +205,11 @@ def first_order(mode):
 SCENARIOS = {
     "equal-shards": lambda mode: same_steps(mode, halves),
     "unequal-shards": lambda mode: same_steps(mode, unequal, max_cg_iters=5),
+    # the averaged diagonals and the momentum product are sums over the processes too
+    "estimators": lambda mode: same_steps(mode, unequal, preconditioner="hutchinson",
+                                          model_momentum=True),
+    "gradient-squares": lambda mode: same_steps(mode, halves,
+                                                preconditioner="gradient_squares"),
     "errors": collective_errors,
     "state": state_round_trip,
     "curvature": curvature_rows_per_shard,

@@ -154,7 +154,7 @@ def test_tiny_cnn_step_solves_with_the_sub_batch_matrix():
 def test_fraction_is_part_of_the_saved_configuration():
     # What `SGN.state_dict` saves and `load_state_dict` compares (tests of those use it).
     assert SGNConfig(curvature_fraction=0.5).to_dict()["curvature_fraction"] == 0.5
-    assert SGNConfig().to_dict()["curvature_fraction"] == 1.0
+    assert SGNConfig().to_dict()["curvature_fraction"] == 0.1
 
 
 def test_sub_batch_graph_is_the_loss_of_the_first_rows():

@@ -38,7 +38,7 @@ def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
 
 @NEEDS_MPI
 @pytest.mark.parametrize("mode_name, scenarios", [
-    ("C", ["equal-shards", "unequal-shards", "errors", "state", "curvature", "train-resume",
+    ("C", ["equal-shards", "unequal-shards", "estimators", "gradient-squares", "errors", "state", "curvature", "train-resume",
            "first-order"]),
     pytest.param("NUMBA", ["unequal-shards", "errors"], marks=pytest.mark.slow),  # JIT: minutes
 ])

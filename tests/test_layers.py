@@ -162,6 +162,6 @@ def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode, tiny_cnn_solutio
     loss, outputs, params, inputs = tiny_cnn()  # fresh parameters for each mode
     before = flatten(p.get_value() for p in params)
     SGN(loss, params, outputs, inputs, max_cg_iters=40, cg_tol=0.0, damping=0.1,
-        trust_region=False, line_search=False, mode=mode).step(*batch)
+        curvature_fraction=1.0, trust_region=False, line_search=False, mode=mode).step(*batch)
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, expected,
                                rtol=1e-7, atol=1e-10)

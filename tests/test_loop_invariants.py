@@ -105,3 +105,40 @@ def test_step_graph_as_built_holds_no_copy_of_the_cg_loop():
         optimizer = SGN(loss, params, outputs, inputs, line_search=line_search,
                         max_cg_iters=LOOPED, mode=unrewritten)
         assert len(step_loops(optimizer)) == expected, line_search
+
+
+def cg_loop(optimizer):
+    """The CG loop of a step (the one that does not evaluate the loss)."""
+    (loop,) = [loop for loop in step_loops(optimizer)
+               if "AdvancedSubtensor" not in inner_op_names(loop.op)]
+    return loop
+
+
+def test_a_callable_preconditioner_is_computed_once_outside_the_loop():
+    # A per-example squared-gradient diagonal written by a user over the step's own
+    # activations: its matrix products must run once per step, not in every iteration.
+    rng = np.random.default_rng(0)
+    x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
+    w1, w2 = (pytensor.shared(rng.normal(size=shape), name=name)
+              for shape, name in [((3, 4), "w1"), ((4, 3), "w2")])
+    before_activation = x @ w1
+    hidden = pt.maximum(before_activation, 0)
+    outputs = hidden @ w2
+    loss = -pt.mean(pt.special.log_softmax(outputs, axis=1)[pt.arange(y.shape[0]), y])
+    rows = pt.cast(x.shape[0], "float64")
+    delta_hidden, delta_out = (pytensor.grad(loss, z) * rows for z in (before_activation, outputs))
+    diagonal = [(x**2).T @ delta_hidden**2 / rows, (hidden**2).T @ delta_out**2 / rows]
+
+    def per_example(residual):
+        return [r / (d + 0.1) for r, d in zip(residual, diagonal)]
+
+    def body_products(preconditioner):
+        optimizer = SGN(loss, [w1, w2], outputs, [x, y], max_cg_iters=LOOPED,
+                        preconditioner=preconditioner, mode=TEST_MODE)
+        loop = cg_loop(optimizer)
+        return sum(any(name in type(node.op).__name__ for name in ("Dot", "Gemm"))
+                   and sum(inp.type.ndim == 2 for inp in node.inputs) >= 2
+                   for node in loop.op.fgraph.apply_nodes)
+
+    # matrix-matrix products, G v's only (a preconditioner adds a vector dot, r^T z)
+    assert body_products(per_example) == body_products(None) > 0

@@ -20,7 +20,7 @@ def test_exact_step_in_each_backend(mode_name):
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     before = flatten(p.get_value() for p in params)
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=60, cg_tol=0.0,
-                    damping=DAMPING, trust_region=False, line_search=False,
+                    curvature_fraction=1.0, damping=DAMPING, trust_region=False, line_search=False,
                     mode=compile_mode(mode_name))
     assert optimizer.step(*batch).accepted
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,

@@ -29,7 +29,8 @@ def test_class_step_with_exact_cg_equals_dense_solution(loss_name):
     (loss, outputs, params, inputs), batch, direction = exact_direction(loss_name)
     before = flatten(p.get_value() for p in params)
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=60, cg_tol=0.0,
-                    damping=DAMPING, trust_region=False, line_search=False, mode=TEST_MODE)
+                    damping=DAMPING, trust_region=False, line_search=False,
+                    curvature_fraction=1.0, mode=TEST_MODE)
     info = optimizer.step(*batch)
     assert info.accepted and info.step_size == 1.0 and info.damping == DAMPING
     change = flatten(p.get_value() for p in params) - before
@@ -42,7 +43,7 @@ def test_preconditioner_is_used_by_the_class():
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     start = [p.get_value() for p in params]
     options = dict(max_cg_iters=60, cg_tol=0.0, damping=DAMPING, trust_region=False,
-                   line_search=False, mode=TEST_MODE)
+                   line_search=False, curvature_fraction=1.0, mode=TEST_MODE)
     before = flatten(start)
     SGN(loss, params, outputs, inputs, preconditioner=lambda r: [4.0 * ri for ri in r],
         **options).step(*batch)
@@ -82,7 +83,7 @@ def test_class_and_updates_function_take_the_same_step():
     batch = make_batch("softmax_cross_entropy", "float64")
     loss, outputs, params, inputs = problem_a
     SGN(loss, params, outputs, inputs, max_cg_iters=3, damping=1e-2, trust_region=False,
-        line_search=False, cg_tol=0.0, mode=TEST_MODE).step(*batch)
+        line_search=False, cg_tol=0.0, curvature_fraction=1.0, mode=TEST_MODE).step(*batch)
     loss, outputs, params_b, inputs = problem_b
     pytensor.function(inputs, loss, mode=TEST_MODE, updates=sgn(
         loss, params_b, outputs, max_cg_iters=3, damping=1e-2))(*batch)
@@ -121,7 +122,7 @@ def test_line_search_shrinks_a_step_that_increases_the_loss():
 def test_trust_region_lowers_damping_when_the_model_is_exact():
     loss, outputs, params, inputs, batch = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, damping=1e-3, min_damping=1e-6,
-                    mode=TEST_MODE)
+                    curvature_fraction=1.0, mode=TEST_MODE)
     info = optimizer.step(*batch)
     assert info.ratio == pytest.approx(1.0, abs=1e-2)
     assert optimizer.damping == pytest.approx(1e-3 * 2 / 3)

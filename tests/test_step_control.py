@@ -107,7 +107,7 @@ def test_jacobi_option_is_preconditioned_cg_with_the_gradient_scale():
         p, rz = z + (r @ z) / rz * p, r @ z
     start = [p_.get_value() for p_ in params]
     options = dict(cg_tol=0.0, damping=DAMPING, trust_region=False, line_search=False,
-                   preconditioner="jacobi", mode=TEST_MODE)
+                   preconditioner="jacobi", curvature_fraction=1.0, mode=TEST_MODE)
     for iterations, expected in [(2, x), (60, direction)]:
         for param, value in zip(params, start):
             param.set_value(value)
@@ -124,7 +124,8 @@ def test_warm_start_is_used_when_it_beats_zero(damping, warm_start_used):
     # overshooting one).
     loss, outputs, params, inputs, (x, y) = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, trust_region=False,
-                    line_search=False, damping=damping, warm_start=0.95, mode=TEST_MODE)
+                    line_search=False, damping=damping, warm_start=0.95,
+                    curvature_fraction=1.0, mode=TEST_MODE)
     optimizer.step(x, y)
     (previous,) = optimizer.state_dict()["state"]["direction"]
     start = params[0].get_value()

@@ -73,8 +73,17 @@ SETTING_CASES = [
     ("decaying schedule without `damping_decay_steps`",
      {"damping_schedule": "linear", "trust_region": False}, TypeError,
      "`damping_decay_steps` must be an integer"),
-    ("`preconditioner` neither 'jacobi' nor callable", {"preconditioner": 3}, TypeError,
-     "`preconditioner` must be 'jacobi', a callable"),
+    ("`preconditioner` neither a known name nor callable", {"preconditioner": "adam"},
+     TypeError, "`preconditioner` must be one of \\('jacobi', 'gradient_squares', "
+     "'hutchinson'\\), a callable"),
+    ("`preconditioner_decay` outside [0, 1)", {"preconditioner_decay": 1.0}, ValueError,
+     "`preconditioner_decay`"),
+    ("`preconditioner_exponent` outside [0, 1]", {"preconditioner_exponent": 2.0}, ValueError,
+     "`preconditioner_exponent`"),
+    ("`preconditioner_epsilon` not positive", {"preconditioner_epsilon": 0.0}, ValueError,
+     "`preconditioner_epsilon`"),
+    ("`model_momentum` not a bool", {"model_momentum": 1}, TypeError,
+     "`model_momentum` must be True or False"),
     ("unknown compile `mode`", {"mode": "NO_SUCH_MODE"}, ValueError, "Unknown compile `mode`"),
 ]
 
