@@ -45,6 +45,7 @@ __all__ = [
     "curvature_batch",
     "curvature_rows",
     "first_rows",
+    "gauss_newton_operator",
     "gauss_newton_product",
     "jacobian_vector_product",
     "loss_hessian_product",
@@ -101,6 +102,10 @@ def jacobian_vector_product(
     """
     params, tangents = _as_list(params), _as_list(tangents)
     check_matching_blocks("tangents", params, tangents, "parameters")
+    return _pushforward(outputs, params, tangents)
+
+
+def _pushforward(outputs, params: list, tangents: list) -> TensorVariable:
     try:
         return pushforward(outputs, params, tangents)
     except DisconnectedInputError as error:
@@ -130,6 +135,10 @@ def vector_jacobian_product(
     """
     params = _as_list(params)
     check_matching_blocks("cotangents", [outputs], [cotangents], "outputs")
+    return _pullback(outputs, params, cotangents)
+
+
+def _pullback(outputs, params: list, cotangents) -> list[TensorVariable]:
     try:
         return list(pullback(outputs, params, cotangents))
     except DisconnectedInputError as error:
@@ -162,10 +171,14 @@ def loss_hessian_product(
     """
     check_matching_blocks("vectors", [outputs], [vectors], "outputs")
     check_loss(loss)
+    check_computed_from(loss, outputs)
+    return _output_hessian_product(loss, outputs, vectors)
+
+
+def _output_hessian_product(loss, outputs, vectors) -> TensorVariable:
     recorded = getattr(loss.tag, HESSIAN_PRODUCT_TAG, None)
     if recorded is not None and recorded[0] is outputs:
         return recorded[1](vectors)
-    check_computed_from(loss, outputs)
     loss_gradient = pytensor.grad(loss, outputs)
     return pytensor.grad(pt.sum(loss_gradient * vectors), outputs, consider_constant=[vectors])
 
@@ -195,10 +208,29 @@ def gauss_newton_product(
     list of TensorVariable
         :math:`(G v)_i`, one per parameter and shaped like it.
     """
-    output_tangent = jacobian_vector_product(outputs, params, vectors)
-    return vector_jacobian_product(
-        outputs, params, loss_hessian_product(loss, outputs, output_tangent)
-    )
+    params, vectors = _as_list(params), _as_list(vectors)
+    check_loss(loss)
+    check_computed_from(loss, outputs)
+    check_matching_blocks("vectors", params, vectors, "parameters")
+    return gauss_newton_operator(loss, outputs, params)(vectors)
+
+
+def gauss_newton_operator(
+    loss: TensorVariable, outputs: TensorVariable, params: Sequence[TensorVariable]
+) -> Callable[[Sequence[TensorVariable]], list[TensorVariable]]:
+    """``v -> G v`` as :func:`gauss_newton_product`, with no argument checked.
+
+    For builders that checked ``loss``, ``outputs`` and ``params`` once already
+    (:class:`sgn_theano.SGN` does, in :mod:`sgn_theano.validation`) and build many
+    products from them: every call builds one more product graph.
+    """
+    params = _as_list(params)
+
+    def product(vectors: Sequence[TensorVariable]) -> list[TensorVariable]:
+        output_tangent = _pushforward(outputs, params, list(vectors))
+        return _pullback(outputs, params,
+                         _output_hessian_product(loss, outputs, output_tangent))
+    return product
 
 
 def curvature_rows(fraction: float, batch_size):

@@ -27,7 +27,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
-from sgn_theano.curvature import gauss_newton_product
+from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.curvature_diagonal import gradient_squares, hutchinson_diagonal
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
@@ -43,6 +43,7 @@ __all__ = [
     "StepOutputs",
     "StepSize",
     "build_step",
+    "accepted_step_updates",
     "averaged_diagonal",
     "choose_step_size",
     "curvature_product",
@@ -138,12 +139,13 @@ class StepSize(NamedTuple):
 def curvature_product(loss: TensorVariable, outputs: TensorVariable, params: Sequence,
                       sum_products: Callable[[Blocks], Blocks] | None = None,
                       ) -> Callable[[Blocks], Blocks]:
-    """``v -> G v`` (:func:`sgn_theano.curvature.gauss_newton_product`), summed by
-    ``sum_products`` over the processes of a data-parallel step."""
-    def product(vectors: Blocks) -> Blocks:
-        products = gauss_newton_product(loss, outputs, params, vectors)
-        return products if sum_products is None else sum_products(products)
-    return product
+    """``v -> G v`` (:func:`sgn_theano.curvature.gauss_newton_operator`: the arguments
+    were checked at :class:`sgn_theano.SGN`'s door), summed by ``sum_products`` over the
+    processes of a data-parallel step."""
+    gauss_newton = gauss_newton_operator(loss, outputs, params)
+    if sum_products is None:
+        return gauss_newton
+    return lambda vectors: sum_products(gauss_newton(vectors))
 
 
 def gauss_newton_direction(
@@ -369,6 +371,26 @@ def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVar
     return pt.switch(accepted, scheduled, raised)
 
 
+def accepted_step_updates(state: SGNState, status: TensorVariable, step_size: TensorVariable,
+                          update_direction: Blocks, cg_direction: Blocks) -> OrderedDict:
+    """The updates of the parameters, the warm start's and the momentum's buffers and the
+    step count: :math:`\\theta + \\alpha \\delta` and the new buffers where ``status``
+    is ``ACCEPTED``, the old values otherwise."""
+    accepted = pt.eq(status, Rejection.ACCEPTED.value)
+    updates = OrderedDict()
+    for param, d in zip(state.params, update_direction):
+        updates[param] = pt.switch(accepted, param + step_size * d, param)
+    for previous, d in zip(state.direction, cg_direction):
+        updates[previous] = pt.switch(accepted, d, previous)
+    for previous, d in zip(state.previous_update, update_direction):
+        updates[previous] = pt.switch(accepted, step_size * d, previous)
+    # Counted through `status`, so the count runs after everything the batch feeds: an
+    # error raised while the step runs (a label out of range) cannot leave it incremented,
+    # even in backends that update shared variables in place early.
+    updates[state.step_count] = state.step_count + pt.cast(pt.ge(status, 0), "int64")
+    return updates
+
+
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                config: SGNConfig, early_exit: bool,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
@@ -433,16 +455,7 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     ratio = pt.switch(accepted | pt.ge(status, Rejection.RATIO_BELOW_THRESHOLD.value), ratio,
                       pt.constant(np.nan, dtype=loss.dtype))
     updates[rho] = next_damping(rho, ratio, accepted, state, config)
-    for param, d in zip(params, direction):
-        updates[param] = pt.switch(accepted, param + size.step_size * d, param)
-    for previous, d in zip(state.direction, solution.x):
-        updates[previous] = pt.switch(accepted, d, previous)
-    for previous, d in zip(state.previous_update, direction):
-        updates[previous] = pt.switch(accepted, size.step_size * d, previous)
-    # Counted through `status`, so the count runs after everything the batch feeds: an
-    # error raised while the step runs (a label out of range) cannot leave it incremented,
-    # even in backends that update shared variables in place early.
-    updates[state.step_count] = state.step_count + pt.cast(pt.ge(status, 0), "int64")
+    updates.update(accepted_step_updates(state, status, size.step_size, direction, solution.x))
     step_outputs = StepOutputs(
         loss=loss, loss_after=size.loss_after, damping=rho, ratio=ratio,
         step_size=size.step_size, cg_iterations=solution.iterations,

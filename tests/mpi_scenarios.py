@@ -83,7 +83,9 @@ def sgn_pair(mode, library_loss=False, **options):
 
 
 def same_steps(mode, bounds_of, **options):
-    parallel, single = sgn_pair(mode, **options)
+    # every row is a curvature row: a fraction would pick other rows from each shard
+    # than from the whole batch
+    parallel, single = sgn_pair(mode, curvature_fraction=1.0, **options)
     assert_same_on_every_process(values(parallel.params))  # broadcast from rank 0
     for batch in batches(6, 20):
         info = parallel.step(*shard(batch, bounds_of(len(batch[0]))))

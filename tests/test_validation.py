@@ -12,7 +12,7 @@ import pytensor.tensor as pt
 import pytest
 from conftest import TEST_MODE, build_problem, make_batch
 
-from sgn_theano import SGN, adam, sgd, sgn
+from sgn_theano import SGN, adam, curvature, sgd, sgn, validation
 
 ERRORS_PAGE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "errors.md")
 
@@ -234,3 +234,21 @@ def test_first_order_updates_validate_like_sgn(problem):
         adam(loss, params, beta1=1.0)
     with pytest.raises(ValueError, match="`damping`"):
         sgn(loss, params, problem[1], damping=-1.0)
+
+
+@pytest.mark.parametrize("options", [{}, {"preconditioner": "hutchinson",
+                                          "model_momentum": True}],
+                         ids=["defaults", "every-product"])
+def test_the_graph_is_checked_once_at_the_door(problem, monkeypatch, options):
+    """``SGN(...)`` checks ``loss`` and its graph once; the step builder's many curvature
+    products call unchecked internals."""
+    calls = {"check_loss": 0, "check_computed_from": 0, "check_matching_blocks": 0}
+    for name in calls:
+        def counted(*args, _name=name, _check=getattr(validation, name)):
+            calls[_name] += 1
+            return _check(*args)
+        for module in (validation, curvature):  # where the checks are looked up
+            monkeypatch.setattr(module, name, counted)
+    loss, outputs, params, inputs = problem
+    SGN(loss, params, outputs, inputs, mode=TEST_MODE, **options)
+    assert calls == {"check_loss": 1, "check_computed_from": 1, "check_matching_blocks": 0}

@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hidden activation (default: relu; tanh for regression, "
                         "sigmoid for the autoencoder)")
     parser.add_argument("--frequency", type=float, default=10.0, help="sine task: f")
+    _add_run_options(parser)
+    parser.add_argument("--output", default="results/sgn-bench.json",
+                        help="the JSON record; the plots go next to it")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the runs: batch, budget, optimizers, seeds, mode, presets."""
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch-size", type=int, default=None,
                        help="default: 1000 for images, the full set for regression")
@@ -145,11 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "and equal epochs, beside the published figures; --data-dir is then "
                         "CIFAR-10's folder (skipped without it); --task, --model, "
                         "--optimizers and the budget options are ignored")
-    parser.add_argument("--output", default="results/sgn-bench.json",
-                        help="the JSON record; the plots go next to it")
-    parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
 
 
 def run_one(name: str, value: float, seed: int, arrays, args, mode, marks,

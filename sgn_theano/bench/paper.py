@@ -120,6 +120,24 @@ def _setting_arguments(setting: str) -> str:
     return f"{method.lower()}:{value.split('=')[1]}"
 
 
+def _best_points(timed: str, budget: float, name: str) -> tuple[str, dict, float] | None:
+    """From the equal-seconds record ``timed``: its metric, each method's best setting
+    and value at ``budget``, and the epochs of the equal-epochs runs (as many as SGN's
+    best setting got through, at least 1); ``None`` if a method has no finite result."""
+    methods, record = _results(timed)
+    metric = record["config"]["metric"]
+    best = {method: row[-1] for method, row in best_settings(
+        {0: methods}, [budget], "time", metric)[0].items()}
+    failed = [method for method in METHODS if best[method][0] not in methods[method]]
+    if failed:  # every setting of a method diverged: no best point to rerun
+        print(f"--paper: no equal-epochs runs for {name}: no finite result "
+              f"for {', '.join(failed)}")
+        return None
+    sgn_best = methods["SGN"][best["SGN"][0]]
+    epochs = float(np.median([result.history[-1].epoch for result in sgn_best]))
+    return metric, best, max(1.0, math.floor(epochs))
+
+
 def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], output: str, *,
               fraction: float = 1.0, data_dir: str | None = None, seeds: Sequence[int] = (0,),
               experiments: Sequence[PaperExperiment] = PAPER_EXPERIMENTS) -> list[dict]:
@@ -166,19 +184,10 @@ def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], outpu
         if status:  # its data is missing here (sgn-bench said which)
             print(f"--paper: skipping {experiment.name}")
             continue
-        methods, record = _results(timed)
-        metric = record["config"]["metric"]
-        best = {method: row[-1] for method, row in best_settings(
-            {0: methods}, [budget], "time", metric)[0].items()}
-        failed = [method for method in METHODS if best[method][0] not in methods[method]]
-        if failed:  # every setting of a method diverged: no best point to rerun
-            print(f"--paper: no equal-epochs runs for {experiment.name}: no finite result "
-                  f"for {', '.join(failed)}")
+        chosen = _best_points(timed, budget, experiment.name)
+        if chosen is None:
             continue
-        # Equal epochs: as many as SGN's best setting got through in the budget.
-        sgn_best = methods["SGN"][best["SGN"][0]]
-        epochs = float(np.median([result.history[-1].epoch for result in sgn_best]))
-        epochs = max(1.0, math.floor(epochs))
+        metric, best, epochs = chosen
         counted = f"{prefix}-{task}-epochs.json"
         print(f"\n=== {experiment.name}: {epochs:g} epochs per run (SGN's best in "
               f"{budget:g} s) ===")

@@ -45,14 +45,8 @@ def register_while_scans() -> None:
     _REGISTERED = True
 
 
-def _while_loop(op, **kwargs):
-    """The JAX function of a while-``scan`` ``op`` whose outputs are all loop state."""
-    import jax
-    import jax.numpy as jnp
-    from pytensor.compile.mode import JAX, get_mode
-    from pytensor.link.jax.dispatch import jax_funcify
-
-    info = op.info
+def _check_only_loop_state(info) -> None:
+    """Refuse a scan with outputs other than loop state read at the end."""
     kinds = {"sequences": info.n_seqs, "multi-tap inputs": info.n_mit_mot,
              "multi-tap states": info.n_mit_sot, "outputs that are not fed back": info.n_nit_sot}
     refused = [kind for kind, count in kinds.items() if count]
@@ -60,6 +54,16 @@ def _while_loop(op, **kwargs):
         raise NotImplementedError(
             f"A scan with `until` becomes a JAX while loop only when every output is loop "
             f"state read at the end; this one has {', '.join(refused)}.")
+
+
+def _while_loop(op, **kwargs):
+    """The JAX function of a while-``scan`` ``op`` whose outputs are all loop state."""
+    import jax
+    import jax.numpy as jnp
+    from pytensor.compile.mode import JAX, get_mode
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    _check_only_loop_state(op.info)
     # The inner graph's own JAX rewrites, as PyTensor's translation of scan does.
     get_mode(op.mode).including("jax").excluding("numba", *JAX._optimizer.exclude
                                                  ).optimizer(op.fgraph)

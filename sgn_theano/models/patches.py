@@ -262,6 +262,31 @@ def extract_patches(images: TensorVariable, kernel: tuple[int, int], stride: int
 _NUMBA_REGISTERED = False
 
 
+def _numba_window_loop(op, fold: bool):
+    """The NUMBA loops of both ops: each patch's ``C`` numbers of one offset ``(u, v)``
+    copied from the images (extract) or added back into them (``fold``)."""
+    from pytensor.link.numba.dispatch import basic as numba_basic
+
+    kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
+
+    @numba_basic.numba_njit
+    def loop(images, patches):
+        batch, rows, columns, _ = patches.shape
+        channels = images.shape[3]
+        for b in range(batch):
+            for i in range(rows):
+                for j in range(columns):
+                    for u in range(kernel_h):
+                        for v in range(kernel_w):
+                            start = (u * kernel_w + v) * channels
+                            window = patches[b, i, j, start : start + channels]
+                            if fold:
+                                images[b, i * stride + u, j * stride + v, :] += window
+                            else:
+                                window[:] = images[b, i * stride + u, j * stride + v, :]
+    return loop
+
+
 def register_numba() -> None:
     """Give PyTensor's NUMBA backend compiled loops for these ops (idempotent; imports
     numba): the loops of the C code (a kernel row of a patch at a time), instead of
@@ -271,32 +296,10 @@ def register_numba() -> None:
         return
     from pytensor.link.numba.dispatch import basic as numba_basic
 
-    def window_loop(op, fold: bool):
-        """The loops of both ops: each patch's ``C`` numbers of one offset ``(u, v)``
-        copied from the images (extract) or added back into them (``fold``)."""
-        kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
-
-        @numba_basic.numba_njit
-        def loop(images, patches):
-            batch, rows, columns, _ = patches.shape
-            channels = images.shape[3]
-            for b in range(batch):
-                for i in range(rows):
-                    for j in range(columns):
-                        for u in range(kernel_h):
-                            for v in range(kernel_w):
-                                start = (u * kernel_w + v) * channels
-                                window = patches[b, i, j, start : start + channels]
-                                if fold:
-                                    images[b, i * stride + u, j * stride + v, :] += window
-                                else:
-                                    window[:] = images[b, i * stride + u, j * stride + v, :]
-        return loop
-
     @numba_basic.register_funcify_default_op_cache_key(ExtractPatches)
     def _extract_in_numba(op, node=None, **kwargs):
         kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
-        copy_windows = window_loop(op, fold=False)
+        copy_windows = _numba_window_loop(op, fold=False)
 
         @numba_basic.numba_njit
         def extract(images):
@@ -313,7 +316,7 @@ def register_numba() -> None:
     @numba_basic.register_funcify_default_op_cache_key(FoldPatches)
     def _fold_in_numba(op, node=None, **kwargs):
         kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
-        add_windows = window_loop(op, fold=True)
+        add_windows = _numba_window_loop(op, fold=True)
 
         @numba_basic.numba_njit
         def fold(patches, height, width):
