@@ -20,7 +20,10 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import platform
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -29,6 +32,7 @@ import pytensor.tensor as pt
 
 from sgn_theano import SGN, adam, sgd
 from sgn_theano.bench.train import FirstOrder, make_evaluator
+from sgn_theano.compilation.modes import default_mode_name, link_openblas
 from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
 
 #: Task -> (layer widths, hidden activation, metric).
@@ -146,6 +150,18 @@ def table(results: dict, methods: list[str], marks: list[float], metric: str) ->
     return "\n".join(lines)
 
 
+def record_markdown(record: dict) -> str:
+    """The table of a JSON record of this script in Markdown, with its command, date and
+    machine (the docs' results pages are built from the records)."""
+    metric = TASKS[record["task"]][2]
+    what = "test accuracy (%)" if metric == "test_accuracy" else metric.replace("_", " ")
+    return (f"{record['task']}, batch {record['batch_size']}: median {what} over seeds "
+            f"{record['seeds']} (and steps) at equal seconds of steps\n\n"
+            + table(record["results"], record["methods"], record["marks"], metric)
+            + f"\n\n(`{record['command']}`; {record['date']}, {record['cpus']} CPU cores, "
+            f"mode {record['mode']}.)\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="mlp")
@@ -158,6 +174,7 @@ def main() -> None:
                         default=["sgn", "sgd:0.1", "adam:0.001"])
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    link_openblas()  # what a benchmark process wants (the docs, "Performance")
     data = load_fashion_mnist(FASHION_MNIST_DIR)
     if args.task == "autoencoder":
         data = (data[0], data[0], data[2], data[2])
@@ -173,7 +190,10 @@ def main() -> None:
         with open(args.output, "w") as file:
             json.dump({"task": args.task, "batch_size": args.batch_size,
                        "seconds": args.seconds, "seeds": args.seeds, "methods": args.methods,
+                       "marks": args.marks, "command": shlex.join(
+                           ["python", "benchmarks/bench_round_robin.py", *sys.argv[1:]]),
                        "machine": f"{platform.processor() or platform.machine()}",
+                       "cpus": os.cpu_count(), "mode": default_mode_name(),
                        "date": time.strftime("%Y-%m-%d"), "results": results}, file, indent=1)
 
 

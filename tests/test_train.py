@@ -15,8 +15,11 @@ from idx_files import write_cifar10_like, write_mnist_like
 from resumable_run import synthetic_blobs
 
 from sgn_theano import adam, softmax_cross_entropy
-from sgn_theano.bench.cli import main, parse_optimizers
+from sgn_theano.bench.cli import _apply_defaults, build_parser, main, parse_optimizers
+from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.bench.paper import PaperExperiment, format_paper_table, run_paper
+from sgn_theano.bench.plots import smoothed
+from sgn_theano.bench.table import record_markdown
 from sgn_theano.models import mlp
 from sgn_theano.bench.train import FirstOrder, make_evaluator, train
 
@@ -91,7 +94,8 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     code = main(["--task", "mnist", "--data-dir", data_dir, "--sizes", "784-16-10",
                  "--batch-size", "100", "--time-budget", "1", "--checkpoints", "0.5",
                  "--optimizers", "sgn:2", "sgd:0.1,1", "--seeds", "0", "1", "--target", "0.5",
-                 "--mode", "FAST_COMPILE", "--output", str(output), "--no-progress"])
+                 "--eval-every", "0.2", "--mode", "FAST_COMPILE", "--output", str(output),
+                 "--no-progress"])
     assert code == 0
     table = capsys.readouterr().out
     for name in ("SGN k=2", "SGD lr=0.1", "SGD lr=1", "acc@0.5s", "acc@1s", "steps to 0.5"):
@@ -100,9 +104,23 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     assert [(run["optimizer"], run["seed"]) for run in record["runs"]] == [
         ("SGN k=2", 0), ("SGN k=2", 1), ("SGD lr=0.1", 0), ("SGD lr=0.1", 1),
         ("SGD lr=1", 0), ("SGD lr=1", 1)]
-    assert all(run["steps"] > 0 and len(run["history"]) >= 2 for run in record["runs"])
+    for run in record["runs"]:  # evaluated every 0.2 s, each step's loss kept
+        assert run["steps"] > 0 and len(run["history"]) >= 5
+        assert len(run["step_losses"]) == len(run["step_times"]) == run["steps"]
+        assert np.all(np.diff(run["step_times"]) >= 0)
+        assert run["step_times"][-1] == pytest.approx(run["train_time"], rel=1e-5)
+        later = run["history"][-1]
+        since = run["history"][-2]["step"]
+        assert later["train_loss"] == pytest.approx(np.mean(run["step_losses"][since:]))
     for suffix in ("time", "epochs"):
         assert (tmp_path / f"out-{suffix}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the docs' tables are made from the record: the same rows as the printed table
+    markdown = record_markdown(record)
+    printed = [line for line in table.splitlines() if line.startswith(("SGN k=", "SGD lr="))]
+    assert len(printed) == 3
+    for line in printed:
+        assert "| " + " | ".join(cell.strip() for cell in line.split(" | ")) + " |" in markdown
+    assert "`sgn-bench --task mnist" in markdown and "seeds [0, 1]" in markdown
 
 
 def test_cli_regression_task_by_epochs(tmp_path, capsys):
@@ -322,6 +340,12 @@ def test_checkpoint_of_another_run_or_model_is_refused(tmp_path):
         train(stranger, fake_evaluate, data, batch_size=10, max_steps=4, progress=False,
               checkpoint_path=checkpoint)
     assert [p.get_value().tobytes() for p in other] == before
+    older = load_checkpoint(checkpoint)  # a file written before each step's loss was kept
+    del older["result"]["step_losses"]
+    save_checkpoint(tmp_path / "older.ckpt", older)
+    with pytest.raises(ValueError, match="saved by an older sgn_theano"):
+        train(optimizer, fake_evaluate, data, batch_size=10, max_steps=4, progress=False,
+              checkpoint_path=tmp_path / "older.ckpt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="is not an sgn_theano checkpoint"):
         train(optimizer, fake_evaluate, data, batch_size=10, max_steps=4, progress=False,
@@ -337,3 +361,21 @@ def test_minibatches_start_skips_exactly():
         skipped = minibatches(rows, 5, seed=4, start=start)
         for batch in expected[start:]:
             np.testing.assert_array_equal(next(skipped)[0], batch)
+
+
+def test_smoothed_is_the_running_mean_of_the_last_window():
+    values = np.random.default_rng(0).standard_normal(50)
+    expected = [np.mean(values[max(0, i - 6):i + 1]) for i in range(50)]
+    np.testing.assert_allclose(smoothed(values, 7), expected, rtol=1e-12)
+
+
+def test_quick_runs_two_batch_sizes_for_image_classification_only():
+    quick = build_parser().parse_args(["--quick"])
+    _apply_defaults(quick)
+    assert quick.batch_sizes == [1000, 10000] and quick.eval_every == 2.0
+    sine = build_parser().parse_args(["--quick", "--task", "sine"])
+    _apply_defaults(sine)
+    assert sine.batch_sizes is None
+    chosen = build_parser().parse_args(["--quick", "--batch-size", "500"])
+    _apply_defaults(chosen)
+    assert chosen.batch_sizes is None and chosen.batch_size == 500

@@ -2,7 +2,7 @@
 
 Examples::
 
-    sgn-bench --quick                                  # about 2 minutes on 2 cores
+    sgn-bench --quick                                  # about 3 minutes on 2 cores
     sgn-bench --model lenet5 --optimizers sgn:3,5,10 sgd:0.01,0.1,1 adam:1e-3 --seeds 0 1 2
     sgn-bench --task sine --frequency 100 --time-budget 20
     sgn-bench --task autoencoder --optimizers sgn sgd:0.1,0.3,1 adam:1e-3,3e-3
@@ -10,9 +10,10 @@ Examples::
     sgn-bench --paper --quick                          # the SGN paper's table, shortened
 
 Each optimizer setting trains a fresh model (the same initialisation for a given seed);
-test accuracy (classification) or test loss (regression) is taken at the checkpoints.
-The table gives medians over the seeds; a JSON record and PNG plots (metric against
-time and against epochs) are written next to ``--output``.
+test accuracy (classification) or test loss (regression) is taken at the checkpoints
+(and every ``--eval-every``). The table gives medians over the seeds; a JSON record
+(with the loss of every step) and PNG plots (the smoothed training loss and the test
+metric, against time and against epochs) are written next to ``--output``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from sgn_theano.updates import adam, sgd
 __all__ = ["main", "parse_optimizers"]
 
 DEFAULT_VALUES = {"sgn": 3.0, "sgd": 0.1, "adam": 1e-3}
+#: ``--quick``: seconds per run, evaluation interval, and batch sizes (image tasks).
+QUICK_SECONDS, QUICK_EVAL_EVERY, QUICK_BATCH_SIZES = 20.0, 2.0, (1000, 10000)
 #: Set in processes started by mpirun (OpenMPI; MPICH and PMIx launchers).
 MPI_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
 
@@ -127,7 +130,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds of optimizer steps per run (default 100)")
     budget.add_argument("--epochs", type=float, default=None, help="epochs per run")
     parser.add_argument("--checkpoints", default="5,10,25,50",
-                        help="where to evaluate, in seconds (or epochs with --epochs)")
+                        help="the table's columns: where to evaluate, in seconds (or "
+                        "epochs with --epochs)")
+    parser.add_argument("--eval-every", type=float, default=None,
+                        help="evaluate every that many seconds (or epochs) as well, for "
+                        "the plots")
     parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
                         default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
                         help="sgn:K[,K...] (CG iterations), sgd:LR[,LR...], adam:LR[,LR...]")
@@ -147,8 +154,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="PyTensor compile mode (default: C if OpenBLAS is found, "
                         "else NUMBA)")
     parser.add_argument("--quick", action="store_true",
-                        help="25 s per run, checkpoints 5,10 (about 2 minutes); with "
-                        f"--paper, {QUICK_FRACTION:g} of each of the paper's budgets")
+                        help=f"{QUICK_SECONDS:g} s per run, checkpoints 5,10, evaluations "
+                        f"every {QUICK_EVAL_EVERY:g} s, and for image classification "
+                        f"batches {' and '.join(map(str, QUICK_BATCH_SIZES))} (about three "
+                        f"minutes); with --paper, {QUICK_FRACTION:g} of each of the "
+                        "paper's budgets")
     parser.add_argument("--paper", action="store_true",
                         help="the SGN paper's experiments (its models, batch sizes and "
                         "grids, Adam added) on every task available here, at equal seconds "
@@ -189,6 +199,9 @@ def run_one(name: str, value: float, seed: int, arrays, args, mode, marks,
                               accuracy=classification)
     by_epochs = args.epochs is not None
     steps_per_epoch = max(1, len(x_train) // args.batch_size)
+    if args.eval_every:
+        budget = args.epochs if by_epochs else args.time_budget
+        marks = sorted({*marks, *np.arange(args.eval_every, budget, args.eval_every)})
     result = train(optimizer, evaluate, (x_train, y_train), batch_size=args.batch_size,
                    time_budget=None if by_epochs else args.time_budget,
                    max_epochs=args.epochs,
@@ -203,7 +216,10 @@ def _apply_defaults(args) -> None:
     args.sizes = args.sizes or sizes
     args.activation = args.activation or activation
     if args.quick:
-        args.time_budget, args.checkpoints = 25.0, "5,10"
+        args.time_budget, args.checkpoints = QUICK_SECONDS, "5,10"
+        args.eval_every = args.eval_every or QUICK_EVAL_EVERY
+        if args.task in CLASSIFICATION and not (args.batch_size or args.batch_sizes):
+            args.batch_sizes = list(QUICK_BATCH_SIZES)
     if args.epochs is None and args.time_budget is None:
         args.time_budget = 100.0
     args.optimizers = [setting for grid in args.optimizers for setting in grid]
@@ -226,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Started by ``mpirun -n P``, it trains data-parallel: every process reads the data
     and takes its part of each batch; only rank 0 prints and writes files.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = " ".join(["sgn-bench", *argv])
     comm = world()
     if comm is not None and comm.Get_rank() != 0:
         args.output, args.no_progress = "", True
@@ -313,7 +331,7 @@ def write_record(study: Study, args, mode_name: str, marks: Sequence[float],
             for name, results in settings.items() for seed, result in zip(args.seeds, results)]
     record = {
         "config": {**vars(args), "optimizers": [list(spec) for spec in args.optimizers],
-                   "mode": mode_name, "metric": metric_of(args.task)},
+                   "mode": mode_name, "metric": metric_of(args.task), "marks": list(marks)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "pytensor": pytensor.__version__,
                     "numpy": np.__version__},

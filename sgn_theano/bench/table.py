@@ -1,15 +1,18 @@
-"""The table ``sgn-bench`` prints, from the results of its runs."""
+"""The table ``sgn-bench`` prints, from the results of its runs, and the same table in
+Markdown from the JSON record it writes (the docs' results pages are built from those)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
 from sgn_theano.bench.tasks import metric_of
 from sgn_theano.bench.train import TrainResult
 
-__all__ = ["format_rows", "format_table", "steps_to_target", "value_at"]
+__all__ = ["format_rows", "format_table", "markdown_rows", "record_markdown", "steps_to_target",
+           "table_rows", "value_at"]
 
 
 def steps_to_target(result: TrainResult, metric: str, target: float) -> float:
@@ -30,8 +33,15 @@ def value_at(result: TrainResult, mark: float, unit: str, metric: str) -> float:
 
 
 def format_table(groups: dict[str, list[TrainResult]], marks: Sequence[float], args) -> str:
-    """One row per optimizer setting: medians over seeds of the metric at each mark, of
-    steps/s, rejected steps, steps to the target and the final train loss."""
+    """:func:`table_rows` as aligned text columns."""
+    return format_rows(table_rows(groups, marks, args))
+
+
+def table_rows(groups: dict[str, list[TrainResult]], marks: Sequence[float],
+               args) -> list[list[str]]:
+    """A header and one row per optimizer setting: medians over seeds of the metric at
+    each mark, of steps/s, rejected steps, steps to the target and the final train loss.
+    ``args`` has ``sgn-bench``'s ``task``, ``epochs`` and ``target``."""
     metric, unit = metric_of(args.task), "epoch" if args.epochs is not None else "time"
     short = "acc" if metric == "test_accuracy" else "loss"
     suffix = "ep" if unit == "epoch" else "s"
@@ -52,7 +62,7 @@ def format_table(groups: dict[str, list[TrainResult]], marks: Sequence[float], a
             reached = np.median([steps_to_target(r, metric, args.target) for r in results])
             row.insert(len(marks) + 1, "-" if np.isnan(reached) else f"{reached:.0f}")
         rows.append(row)
-    return format_rows(rows)
+    return rows
 
 
 def format_rows(rows: Sequence[Sequence[str]]) -> str:
@@ -61,3 +71,31 @@ def format_rows(rows: Sequence[Sequence[str]]) -> str:
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def markdown_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as a Markdown table, the first row its header."""
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "---|" * len(rows[0]))
+    return "\n".join(lines)
+
+
+def record_markdown(record: dict) -> str:
+    """The table of an ``sgn-bench`` JSON record in Markdown, one per batch size, with
+    the command, date and machine it came from."""
+    config = record["config"]
+    args = SimpleNamespace(**config)
+    by_batch: dict[int, dict[str, list[TrainResult]]] = {}
+    for run in record["runs"]:
+        name = run["optimizer"].split(" (batch ")[0]
+        by_batch.setdefault(run["batch_size"], {}).setdefault(name, []).append(
+            TrainResult.from_dict(run))
+    parts = []
+    for batch_size, groups in by_batch.items():
+        parts.append(f"Batch {batch_size}:\n\n" + markdown_rows(
+            table_rows(groups, config["marks"], args)))
+    machine = record["machine"]
+    parts.append(f"(`{config['command']}`; {record['date'][:10]}, {machine['cpus']} CPU "
+                 f"cores, mode {config['mode']}, PyTensor {machine['pytensor']}, medians "
+                 f"over seeds {config['seeds']}.)")
+    return "\n\n".join(parts) + "\n"

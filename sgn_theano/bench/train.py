@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -71,13 +71,26 @@ class TrainResult:
     train_time: float = 0.0
     diverged: bool = False  # stopped on a non-finite training loss
     rejected: int = 0  # steps the optimizer rejected (StepInfo.accepted false)
+    step_losses: list[float] = field(default_factory=list)  # the loss of every step
+    step_times: list[float] = field(default_factory=list)  # seconds of steps after each
 
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.train_time if self.train_time > 0 else math.nan
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps_per_second": self.steps_per_second}
+        """The result as JSON-ready values; the per-step lists to 6 significant digits."""
+        rounded = {name: [float(f"{value:.6g}") for value in getattr(self, name)]
+                   for name in ("step_losses", "step_times")}
+        return {**asdict(self), **rounded, "steps_per_second": self.steps_per_second}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> TrainResult:
+        """The result :meth:`to_dict` wrote (other keys of ``record`` are ignored)."""
+        names = {item.name for item in fields(cls)}
+        values = {name: value for name, value in record.items() if name in names}
+        values["history"] = [Checkpoint(**point) for point in record["history"]]
+        return cls(**values)
 
 
 def make_evaluator(
@@ -262,7 +275,7 @@ def train(
     run = _Run(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time, settings,
                TrainResult(name=name), comm)
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        _resume(checkpoint_path, run.settings, optimizer, run.result, run.losses)
+        _resume(checkpoint_path, run.settings, optimizer, run.result)
     else:
         run.record()
     marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
@@ -322,7 +335,6 @@ class _Run:
     settings: dict  # what a resumed run must share with the saved one
     result: TrainResult
     comm: object = None  # the processes of a data-parallel run
-    losses: list[float] = field(default_factory=list)  # since the last checkpoint
 
     @property
     def unit(self) -> str:
@@ -347,15 +359,17 @@ class _Run:
         self.result.rejected += not getattr(outcome, "accepted", True)
         self.result.steps += 1
         self.result.train_time += elapsed
-        self.losses.append(loss)
+        self.result.step_losses.append(loss)
+        self.result.step_times.append(self.result.train_time)
         self.result.diverged = not math.isfinite(loss)
         return loss, elapsed
 
     def record(self) -> None:
         """Evaluate, append a :class:`Checkpoint` to the history, and save."""
-        mean_loss = float(np.mean(self.losses)) if self.losses else math.nan
-        self.losses.clear()
         steps = self.result.steps
+        since = self.result.history[-1].step if self.result.history else steps
+        losses = self.result.step_losses[since:]
+        mean_loss = float(np.mean(losses)) if losses else math.nan
         self.result.history.append(Checkpoint(
             step=steps, epoch=steps / self.steps_per_epoch, time=self.result.train_time,
             train_loss=mean_loss, **self.evaluate()))
@@ -368,22 +382,25 @@ class _Run:
         result = self.result
         save_checkpoint(self.checkpoint_path, {
             "run": self.settings, "optimizer": self.optimizer.state_dict(),
-            "losses": list(self.losses),
             "result": {"steps": result.steps, "train_time": result.train_time,
                        "diverged": result.diverged, "rejected": result.rejected,
+                       "step_losses": list(result.step_losses),
+                       "step_times": list(result.step_times),
                        "history": [asdict(point) for point in result.history]}})
 
 
-def _resume(path, run: dict, optimizer: Optimizer, result: TrainResult,
-            losses: list) -> None:
-    """Load a checkpoint of :func:`train` into ``optimizer``, ``result`` and ``losses``."""
+def _resume(path, run: dict, optimizer: Optimizer, result: TrainResult) -> None:
+    """Load a checkpoint of :func:`train` into ``optimizer`` and ``result``."""
     saved = load_checkpoint(path)
     if saved.get("run") != run:
         raise ValueError(f"{path} was saved by a run with {saved.get('run')}, not {run}: "
                          "resume with the same seed and batch size, or use another file.")
+    if "step_losses" not in saved["result"]:
+        raise ValueError(f"{path} was saved by an older sgn_theano, which kept no loss of "
+                         "every step; start the run again with another file.")
     optimizer.load_state_dict(saved["optimizer"])
     progress = saved["result"]
     result.steps, result.train_time = progress["steps"], progress["train_time"]
     result.diverged, result.rejected = progress["diverged"], progress["rejected"]
     result.history = [Checkpoint(**point) for point in progress["history"]]
-    losses.extend(saved["losses"])
+    result.step_losses, result.step_times = progress["step_losses"], progress["step_times"]
