@@ -32,11 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytensor
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedInputError, pullback, pushforward
+from pytensor.gradient import DisconnectedInputError, NullTypeGradError
 from pytensor.graph.basic import Variable
 from pytensor.graph.replace import clone_replace
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.compat import pullback, pushforward
 from sgn_theano.validation import check_computed_from, check_loss, check_matching_blocks
 
 __all__ = [
@@ -179,8 +180,15 @@ def _output_hessian_product(loss, outputs, vectors) -> TensorVariable:
     recorded = getattr(loss.tag, HESSIAN_PRODUCT_TAG, None)
     if recorded is not None and recorded[0] is outputs:
         return recorded[1](vectors)
-    loss_gradient = pytensor.grad(loss, outputs)
-    return pytensor.grad(pt.sum(loss_gradient * vectors), outputs, consider_constant=[vectors])
+    try:
+        loss_gradient = pytensor.grad(loss, outputs)
+        return pytensor.grad(pt.sum(loss_gradient * vectors), outputs,
+                             consider_constant=[vectors])
+    except (NullTypeGradError, NotImplementedError) as error:
+        raise ValueError(
+            "SGN needs the Hessian of `loss` with respect to `outputs`, and PyTensor cannot "
+            f"differentiate `loss` twice there: {error}. Write the loss with "
+            "differentiable ops, or pass as `outputs` a variable past which it is.") from None
 
 
 def gauss_newton_product(

@@ -10,6 +10,7 @@ import pytensor.tensor as pt
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.compat import isfinite
 from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.validation import check_float, check_integer
 
@@ -88,7 +89,7 @@ def armijo_backtracking(
     def trial(step_sizes: list) -> list:
         (step_size,) = step_sizes
         trial_loss = loss_at(step_size)
-        satisfied = descent & pt.isfinite(trial_loss) & (trial_loss <= loss + c * step_size * slope)
+        satisfied = descent & isfinite(trial_loss) & (trial_loss <= loss + c * step_size * slope)
         return [trial_loss, satisfied]
 
     body, invariants = hoist_loop_invariants(trial, [first])

@@ -27,6 +27,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
+from sgn_theano.compat import isfinite
 from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.curvature_diagonal import gradient_squares, hutchinson_diagonal
 from sgn_theano.data_parallel import DataParallel
@@ -67,10 +68,11 @@ class Rejection(enum.IntEnum):
 
     ACCEPTED = 0
     NON_FINITE_GRADIENT = 1
-    UNUSABLE_DIRECTION = 2
-    NO_SUFFICIENT_DECREASE = 3
-    NON_FINITE_LOSS_AFTER = 4
-    RATIO_BELOW_THRESHOLD = 5
+    NO_POSITIVE_CURVATURE = 2
+    UNUSABLE_DIRECTION = 3
+    NO_SUFFICIENT_DECREASE = 4
+    NON_FINITE_LOSS_AFTER = 5
+    RATIO_BELOW_THRESHOLD = 6
 
     @property
     def reason(self) -> str:
@@ -81,6 +83,11 @@ class Rejection(enum.IntEnum):
 _REASONS = {
     Rejection.ACCEPTED: "",
     Rejection.NON_FINITE_GRADIENT: "non-finite loss or gradient",
+    Rejection.NO_POSITIVE_CURVATURE: (
+        "the damped Gauss-Newton matrix has no positive curvature along the right-hand "
+        "side, so CG took no step: `loss` is not convex in `outputs` there (the "
+        "Gauss-Newton matrix needs a loss convex in the outputs; a Student-t likelihood or "
+        "a scale learned with the mean is not)"),
     Rejection.UNUSABLE_DIRECTION: "non-finite search direction, or not a descent direction",
     Rejection.NO_SUFFICIENT_DECREASE: "line search found no sufficient decrease",
     Rejection.NON_FINITE_LOSS_AFTER: "non-finite loss after the step",
@@ -252,7 +259,7 @@ def averaged_diagonal(gradients: Blocks, gradient_finite: TensorVariable,
         estimate = hutchinson_diagonal(product, probe)
     else:
         estimate = gradient_squares(gradients)
-    keep = gradient_finite & pt.isfinite(sum(pt.sum(block) for block in estimate))
+    keep = gradient_finite & isfinite(sum(pt.sum(block) for block in estimate))
     return bias_corrected_average(state.diagonal, state.diagonal_count, estimate,
                                   config.preconditioner_decay, keep)
 
@@ -421,7 +428,7 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     else:
         loss, gradients = parallel.loss_and_gradients(shard_loss, params)
         sum_products, total = parallel.curvature_sum, parallel.total
-    gradient_finite = pt.isfinite(loss) & pt.isfinite(dot(gradients, gradients))
+    gradient_finite = isfinite(loss) & isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
     product = curvature_product(curvature_loss, curvature_outputs, params, sum_products)
     diagonal, diagonal_updates = averaged_diagonal(gradients, gradient_finite, product, probe,
@@ -437,17 +444,21 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     slope = dot(gradients, direction)
     size = choose_step_size(shard_loss, params, direction, slope, config, early_exit,
                             loss_now=loss, total=total)
+    # CG's curvature guard stopped it before its first step, on a nonzero right-hand side
+    no_curvature = (pt.eq(solution.iterations, 0) & pt.eq(dot(solution.x, solution.x), 0)
+                    & pt.gt(dot(rhs, rhs), 0))
     checks = [
         (Rejection.NON_FINITE_GRADIENT, gradient_finite),
-        (Rejection.UNUSABLE_DIRECTION, pt.isfinite(dot(direction, direction))
-         & pt.isfinite(damped_curvature) & (slope < 0)),
+        (Rejection.NO_POSITIVE_CURVATURE, ~no_curvature),
+        (Rejection.UNUSABLE_DIRECTION, isfinite(dot(direction, direction))
+         & isfinite(damped_curvature) & (slope < 0)),
         (Rejection.NO_SUFFICIENT_DECREASE, size.success),
     ]
     ratio = pt.constant(np.nan, dtype=loss.dtype)
     if config.evaluates_loss_after:
         ratio, ratio_ok = trust_ratio(size.loss_after - loss, size.step_size, slope,
                                       damped_curvature, config)
-        checks += [(Rejection.NON_FINITE_LOSS_AFTER, pt.isfinite(size.loss_after)),
+        checks += [(Rejection.NON_FINITE_LOSS_AFTER, isfinite(size.loss_after)),
                    (Rejection.RATIO_BELOW_THRESHOLD, ratio_ok)]
     status = rejection_status(checks)
     accepted = pt.eq(status, Rejection.ACCEPTED.value)

@@ -85,6 +85,27 @@ def dense_gauss_newton(loss, outputs, params, inputs):
     return pytensor.function(inputs, [matrix, gradient], mode=TEST_MODE, on_unused_input="ignore")
 
 
+def assert_resumes_exactly(optimizer, batches, split: int = 3) -> dict:
+    """Step ``optimizer`` through ``batches``, then again from its ``state_dict`` after
+    the first ``split``: every state array must come out with the same bytes. Returns
+    the final state dict."""
+    for batch in batches[:split]:
+        optimizer.step(*batch)
+    saved = optimizer.state_dict()
+    for batch in batches[split:]:
+        optimizer.step(*batch)
+    uninterrupted = optimizer.state_dict()
+    optimizer.load_state_dict(saved)
+    assert optimizer.step_count == split
+    for batch in batches[split:]:
+        optimizer.step(*batch)
+    resumed = optimizer.state_dict()
+    for role, arrays in uninterrupted["state"].items():
+        for a, b in zip(arrays, resumed["state"][role]):
+            assert a.tobytes() == b.tobytes(), role
+    return resumed
+
+
 def flatten(arrays) -> np.ndarray:
     return np.concatenate([np.ravel(a) for a in arrays])
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch, unflatten
+from conftest import (TEST_MODE, assert_resumes_exactly, build_problem, dense_gauss_newton,
+                      flatten, make_batch, unflatten)
 
 from sgn_theano import SGN
 from sgn_theano.curvature import gauss_newton_product
@@ -192,20 +193,8 @@ def test_estimator_state_resumes_exactly(options):
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
     batches = [make_batch("softmax_cross_entropy", "float64", seed=s) for s in range(6)]
     optimizer = SGN(loss, params, outputs, inputs, mode=TEST_MODE, **options)
-    for batch in batches[:3]:
-        optimizer.step(*batch)
-    saved = optimizer.state_dict()
-    for batch in batches[3:]:
-        optimizer.step(*batch)
-    uninterrupted = optimizer.state_dict()
-    optimizer.load_state_dict(saved)
-    for batch in batches[3:]:
-        optimizer.step(*batch)
-    resumed = optimizer.state_dict()
+    resumed = assert_resumes_exactly(optimizer, batches)
     assert {"diagonal", "diagonal_count"} <= set(resumed["state"])
-    for role, arrays in uninterrupted["state"].items():
-        for a, b in zip(arrays, resumed["state"][role]):
-            assert a.tobytes() == b.tobytes(), role
 
 
 def test_a_non_finite_gradient_leaves_the_average_untouched():

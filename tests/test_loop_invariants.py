@@ -10,6 +10,7 @@ from pytensor.scan.op import Scan
 
 from sgn_theano import SGN
 from sgn_theano.cg import UNROLLED_MAX_ITERS
+from sgn_theano.compat import GRAPH_SOFTMAX_OPS
 from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
 from sgn_theano.optimizer import gauss_newton_direction
 
@@ -85,7 +86,8 @@ def test_sgn_step_runs_one_cg_loop_and_one_line_search_loop():
     evaluating = [loop for loop in loops if "AdvancedSubtensor" in inner_op_names(loop.op)]
     assert len(evaluating) == 1
     for loop in loops:  # softmax inlined in the loops, whose mode is not the caller's
-        assert not {"Softmax", "LogSoftmax"} & inner_op_names(loop.op)
+        # softmax ops with no C code are inlined (PyTensor 3's; 2.38's have C code)
+        assert not {op.__name__ for op in GRAPH_SOFTMAX_OPS} & inner_op_names(loop.op)
 
 
 def test_few_cg_iterations_are_written_out_without_a_loop():

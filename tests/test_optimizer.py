@@ -4,7 +4,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch
+from conftest import (TEST_MODE, assert_resumes_exactly, build_problem, dense_gauss_newton,
+                      flatten, make_batch)
 
 from sgn_theano import SGN, sgn
 
@@ -167,20 +168,7 @@ def test_state_dict_resumes_exactly():
     loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
     batches = [make_batch("softmax_cross_entropy", "float64", seed=s) for s in range(6)]
     optimizer = SGN(loss, params, outputs, inputs, momentum=0.9, warm_start=0.5, mode=TEST_MODE)
-    for batch in batches[:3]:
-        optimizer.step(*batch)
-    saved = optimizer.state_dict()
-    for batch in batches[3:]:
-        optimizer.step(*batch)
-    uninterrupted = optimizer.state_dict()
-    optimizer.load_state_dict(saved)
-    assert optimizer.step_count == 3
-    for batch in batches[3:]:
-        optimizer.step(*batch)
-    resumed = optimizer.state_dict()
-    for role, arrays in uninterrupted["state"].items():
-        for a, b in zip(arrays, resumed["state"][role]):
-            assert a.tobytes() == b.tobytes(), role
+    assert_resumes_exactly(optimizer, batches)
 
 
 def test_momentum_and_warm_start_buffers():

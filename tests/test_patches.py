@@ -6,6 +6,7 @@ import pytensor.tensor as pt
 import pytest
 from conftest import BACKENDS, TEST_MODE
 
+from sgn_theano.compat import pushforward
 from sgn_theano.compilation.modes import compile_mode
 from sgn_theano.models.patches import ExtractPatches, FoldPatches, extract_patches
 
@@ -94,7 +95,7 @@ def test_gradient_and_forward_product_match_finite_differences_in_each_backend(m
     folded = FoldPatches(3, 2, 2)(pt.tanh(patches), 7, 6)
     value = (pt.sin(patches) ** 2).sum() + (folded * images).sum()
     (gradient,) = pytensor.grad(value, [images])
-    tangent = pytensor.gradient.pushforward(folded, images, pt.constant(direction))
+    tangent = pushforward(folded, images, pt.constant(direction))
     evaluate, differentiate = (pytensor.function([images], outputs, mode=mode)
                                for outputs in (value, [gradient, tangent]))
     analytic_gradient, analytic_tangent = differentiate(x)
@@ -118,7 +119,7 @@ def test_derivatives_of_each_op_are_the_other_one():
     # Linear, so the double pullback (PyTensor's pushforward) is the op again; the
     # numbers: the directional derivative of a linear map is the map of the direction.
     direction = pt.tensor4("direction")
-    tangent = pytensor.gradient.pushforward(patches, images, direction)
+    tangent = pushforward(patches, images, direction)
     rng = np.random.default_rng(2)
     x, v = rng.standard_normal((2, 2, 7, 6, 3))
     np.testing.assert_allclose(

@@ -138,3 +138,21 @@ def test_warm_start_is_used_when_it_beats_zero(damping, warm_start_used):
     expected = x0 + (r0 @ r0) / (r0 @ a @ r0) * r0
     optimizer.step(x, y)
     np.testing.assert_allclose((params[0].get_value() - start).ravel(), expected, rtol=1e-9)
+
+
+def test_a_loss_concave_in_the_outputs_is_named_and_changes_nothing():
+    # log(1 + r^2) (a Cauchy, Student-t with nu = 1, negative log-likelihood) is concave
+    # in the output for |r| > 1: far from the targets G is negative definite.
+    rng = np.random.default_rng(3)
+    x, y = pt.matrix("x", dtype="float64"), pt.matrix("y", dtype="float64")
+    weights = pytensor.shared(rng.standard_normal((4, 1)), name="W")
+    outputs = x @ weights
+    loss = pt.mean(pt.log1p((outputs - y) ** 2))
+    optimizer = SGN(loss, [weights], outputs, [x, y], curvature_fraction=1.0, mode=TEST_MODE)
+    batch_x = 10 * rng.standard_normal((20, 4))
+    batch_y = batch_x @ weights.get_value() + 30.0  # every residual -30
+    before = weights.get_value().tobytes()
+    info = optimizer.step(batch_x, batch_y)
+    assert not info.accepted and info.cg_iterations == 0
+    assert "`loss` is not convex in `outputs`" in info.reason
+    assert weights.get_value().tobytes() == before

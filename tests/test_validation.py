@@ -10,9 +10,13 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.gradient import grad_not_implemented
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
 from conftest import TEST_MODE, build_problem, make_batch
 
 from sgn_theano import SGN, adam, curvature, sgd, sgn, validation
+from sgn_theano.compat import differentiated_by_pullback
 
 ERRORS_PAGE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "errors.md")
 
@@ -252,3 +256,37 @@ def test_the_graph_is_checked_once_at_the_door(problem, monkeypatch, options):
     loss, outputs, params, inputs = problem
     SGN(loss, params, outputs, inputs, mode=TEST_MODE, **options)
     assert calls == {"check_loss": 1, "check_computed_from": 1, "check_matching_blocks": 0}
+
+
+class _Cube(Op):
+    """``x ** 3`` elementwise, whose derivative (:class:`_CubeSlope`) has none."""
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        return Apply(self, [x], [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        output_storage[0][0] = inputs[0] ** 3
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [cotangents[0] * _CubeSlope()(inputs[0])]
+
+
+class _CubeSlope(_Cube):
+    def perform(self, node, inputs, output_storage):
+        output_storage[0][0] = 3 * inputs[0] ** 2
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, 0, inputs[0])]
+
+
+def test_a_loss_pytensor_cannot_differentiate_twice_is_named(problem):
+    _, outputs, params, inputs = problem
+    cube = differentiated_by_pullback(_Cube)
+    differentiated_by_pullback(_CubeSlope)
+    labels = inputs[1]
+    loss = pt.mean(cube()(outputs)[pt.arange(labels.shape[0]), labels])
+    before = snapshot(params)
+    with pytest.raises(ValueError, match="cannot differentiate `loss` twice"):
+        SGN(loss, params, outputs, inputs, mode=TEST_MODE)
+    assert snapshot(params) == before

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import pytensor
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
-from pytensor.graph.replace import graph_replace
+from pytensor.graph.replace import clone_replace, graph_replace
 from pytensor.graph.traversal import toposort
 from pytensor.scalar import ScalarType
 from pytensor.tensor.basic import scalar_from_tensor, tensor_from_scalar
@@ -85,7 +85,7 @@ def hoist_loop_invariants(
         for variable, inner in zip(hoisted, inner_invariants):
             scalar = isinstance(variable.type, ScalarType)
             replace[variable] = scalar_from_tensor(inner) if scalar else inner
-        return graph_replace(results, replace=replace)
+        return clone_replace(results, replace=replace)
 
     return body, invariants
 

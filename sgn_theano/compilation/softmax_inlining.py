@@ -1,4 +1,4 @@
-"""Softmax and log-softmax as elementwise code in the C backend.
+"""Softmax and log-softmax as elementwise code in the C backend (PyTensor 3).
 
 In PyTensor 3, ``pt.special.softmax`` and ``log_softmax`` are symbolic ops
 (``OpFromGraph``) with no C code: the C backend runs each through a Python call into a
@@ -10,7 +10,8 @@ their inner graphs (:math:`z - \\max z - \\log \\sum e^{z - \\max z}`, and
 :math:`e^{z - \\max z} / \\sum e^{z - \\max z}`), after the stabilizing and specializing
 rewrites have seen the ops whole and before elementwise fusion, so the C backend fuses
 them with their neighbours. The NUMBA and JAX backends have kernels of their own for
-these ops and keep them.
+these ops and keep them. PyTensor 2.38's softmax ops have C code of their own: there both
+functions change nothing (:data:`sgn_theano.compat.GRAPH_SOFTMAX_OPS` is empty).
 
 The inner functions of ``scan`` loops are compiled in a mode of their own, not the
 caller's, so the rewrite does not reach them: :func:`inline_softmax_graph` inlines the
@@ -29,6 +30,8 @@ from pytensor.graph.traversal import toposort
 from pytensor.tensor.rewriting.ofg import inline_ofg_node
 from pytensor.tensor.special import LogSoftmax, Softmax
 
+from sgn_theano.compat import GRAPH_SOFTMAX_OPS
+
 __all__ = ["INLINE_POSITION", "inline_softmax", "inline_softmax_graph", "with_inlined_softmax"]
 
 #: After ``uncanonicalize`` (3) and before elementwise fusion (49).
@@ -38,11 +41,15 @@ INLINE_POSITION = 3.5
 @node_rewriter([Softmax, LogSoftmax])
 def inline_softmax(fgraph, node):
     """Replace a softmax or log-softmax node by its inner graph."""
-    return inline_ofg_node(node)
+    if isinstance(node.op, GRAPH_SOFTMAX_OPS):
+        return inline_ofg_node(node)
+    return None
 
 
 def with_inlined_softmax(mode: Mode) -> Mode:
     """``mode`` with softmax and log-softmax inlined (see the module docstring)."""
+    if not GRAPH_SOFTMAX_OPS:
+        return mode
     return mode.register((dfs_rewriter(inline_softmax), INLINE_POSITION))
 
 
@@ -57,7 +64,7 @@ def inline_softmax_graph(outputs: Sequence[Variable],
             continue
         variant.update(node.outputs)
         new_node = node.clone_with_new_inputs([rebuilt.get(inp, inp) for inp in node.inputs])
-        inline = isinstance(node.op, (Softmax, LogSoftmax))
+        inline = isinstance(node.op, GRAPH_SOFTMAX_OPS)
         found = found or inline
         rebuilt.update(zip(node.outputs,
                            inline_ofg_node(new_node) if inline else new_node.outputs))

@@ -37,6 +37,7 @@ from pytensor.link.c.op import COp
 from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.compat import differentiated_by_pullback
 from sgn_theano.compilation.modes import register_backend_preparer
 
 __all__ = ["ExtractPatches", "FoldPatches", "extract_patches", "register_jax", "register_numba"]
@@ -77,6 +78,7 @@ class _PatchOp(COp):
                            allocate=_ALLOCATE_C % dict(constants, output=output))
 
 
+@differentiated_by_pullback
 class ExtractPatches(_PatchOp):
     """``images (B, H, W, C) -> patches (B, H', W', k_h k_w C)``, channels fastest."""
 
@@ -114,6 +116,7 @@ class ExtractPatches(_PatchOp):
         return [fold(cotangents[0], images.shape[1], images.shape[2])]
 
 
+@differentiated_by_pullback
 class FoldPatches(_PatchOp):
     """The adjoint of :class:`ExtractPatches`: ``patches (B, H', W', k_h k_w C)`` and the
     image size ``H, W`` -> ``(B, H, W, C)``, each patch entry added where it was read."""
