@@ -59,7 +59,7 @@ CG_ITERATIONS = (3, 5, 10)
 CURVATURE_FRACTION = 0.1
 SUB_BATCH = f"line search + trust region, curvature_fraction={CURVATURE_FRACTION:g}"
 #: Heavy damping and a tolerance, so that CG stops after a few iterations: with early
-#: exit, k = 60 then costs about what k = 5 does (issue 15's figures).
+#: exit, k = 60 then costs about what k = 5 does (the early-exit figures of the docs).
 EARLY_STOP = {"damping": 100.0, "min_damping": 100.0, "cg_tol": 1e-3}
 EARLY_STOP_LABEL = "rho=100, cg_tol=1e-3"
 EARLY_STOP_FIGURES = tuple(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})" for k in (5, 60)

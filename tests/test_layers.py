@@ -157,7 +157,7 @@ def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode, tiny_cnn_solutio
     # are checked on the ops alone in test_patches.py, and in a CNN's G v in every mode
     # above; a whole NUMBA step on a CNN takes minutes to JIT). Not JAX: PyTensor's JAX
     # scan needs reshape shapes it can see inside the loop, and the CG loop receives them
-    # as invariants, even with static image shapes (issue 15).
+    # as invariants, even with static image shapes.
     batch, expected = tiny_cnn_solution
     loss, outputs, params, inputs = tiny_cnn()  # fresh parameters for each mode
     before = flatten(p.get_value() for p in params)

@@ -1,5 +1,6 @@
 """The README: short, its test command the one CI runs, its imports importable."""
 
+import json
 import os
 import re
 
@@ -28,3 +29,16 @@ def test_every_import_the_readme_shows_works():
         exec(statement, {})
     for module in re.findall(r"`(sgn_theano(?:\.\w+)+)`", README):
         __import__(module)  # the modules the README names, e.g. `sgn_theano.models`
+
+
+def test_the_main_job_table_is_the_one_its_record_makes():
+    """The README's main-job table is generated from the JSON record `sgn-bench --quick`
+    wrote (docs/records/main_job.json), as the docs' results page is."""
+    from sgn_theano.bench.table import record_markdown
+
+    with open(os.path.join(ROOT, "docs", "records", "main_job.json")) as stream:
+        generated = record_markdown(json.load(stream))
+    section = README.split("## The main job")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert rows == [line for line in generated.splitlines() if line.startswith("|")]
+    assert len(rows) >= 8  # two batch sizes, three optimizers
