@@ -51,6 +51,7 @@ __all__ = [
     "gauss_newton_direction",
     "model_momentum_update",
     "next_damping",
+    "found_curvature",
     "rejection_status",
     "right_hand_side",
     "search_direction",
@@ -351,6 +352,14 @@ def trust_ratio(change: TensorVariable, step_size: TensorVariable, slope: Tensor
     return ratio, ratio >= pt.constant(config.rejection_threshold, dtype=ratio.dtype)
 
 
+def found_curvature(solution: CGResult, rhs: Blocks) -> TensorVariable:
+    """False where CG's curvature guard stopped it before its first step on a nonzero
+    right-hand side :math:`b`: :math:`b^\top (G + \rho I) b \le 0`, no positive
+    curvature along :math:`b`, which a loss convex in the outputs cannot give."""
+    stopped_at_once = pt.eq(solution.iterations, 0) & pt.eq(dot(solution.x, solution.x), 0)
+    return ~(stopped_at_once & pt.gt(dot(rhs, rhs), 0))
+
+
 def rejection_status(checks: Sequence[tuple[Rejection, TensorVariable]]) -> TensorVariable:
     """The :class:`Rejection` code of the first check in ``checks`` that fails (a
     boolean scalar that is false), or ``ACCEPTED`` (an int8 scalar)."""
@@ -444,12 +453,9 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     slope = dot(gradients, direction)
     size = choose_step_size(shard_loss, params, direction, slope, config, early_exit,
                             loss_now=loss, total=total)
-    # CG's curvature guard stopped it before its first step, on a nonzero right-hand side
-    no_curvature = (pt.eq(solution.iterations, 0) & pt.eq(dot(solution.x, solution.x), 0)
-                    & pt.gt(dot(rhs, rhs), 0))
     checks = [
         (Rejection.NON_FINITE_GRADIENT, gradient_finite),
-        (Rejection.NO_POSITIVE_CURVATURE, ~no_curvature),
+        (Rejection.NO_POSITIVE_CURVATURE, found_curvature(solution, rhs)),
         (Rejection.UNUSABLE_DIRECTION, isfinite(dot(direction, direction))
          & isfinite(damped_curvature) & (slope < 0)),
         (Rejection.NO_SUFFICIENT_DECREASE, size.success),

@@ -94,8 +94,7 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     code = main(["--task", "mnist", "--data-dir", data_dir, "--sizes", "784-16-10",
                  "--batch-size", "100", "--time-budget", "1", "--checkpoints", "0.5",
                  "--optimizers", "sgn:2", "sgd:0.1,1", "--seeds", "0", "1", "--target", "0.5",
-                 "--eval-every", "0.2", "--mode", "FAST_COMPILE", "--output", str(output),
-                 "--no-progress"])
+                 "--mode", "FAST_COMPILE", "--output", str(output), "--no-progress"])
     assert code == 0
     table = capsys.readouterr().out
     for name in ("SGN k=2", "SGD lr=0.1", "SGD lr=1", "acc@0.5s", "acc@1s", "steps to 0.5"):
@@ -104,8 +103,8 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     assert [(run["optimizer"], run["seed"]) for run in record["runs"]] == [
         ("SGN k=2", 0), ("SGN k=2", 1), ("SGD lr=0.1", 0), ("SGD lr=0.1", 1),
         ("SGD lr=1", 0), ("SGD lr=1", 1)]
-    for run in record["runs"]:  # evaluated every 0.2 s, each step's loss kept
-        assert run["steps"] > 0 and len(run["history"]) >= 5
+    for run in record["runs"]:  # each step's loss and time kept
+        assert run["steps"] > 0 and len(run["history"]) >= 2
         assert len(run["step_losses"]) == len(run["step_times"]) == run["steps"]
         assert np.all(np.diff(run["step_times"]) >= 0)
         assert run["step_times"][-1] == pytest.approx(run["train_time"], rel=1e-5)
@@ -125,14 +124,14 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
 
 def test_cli_regression_task_by_epochs(tmp_path, capsys):
     output = tmp_path / "sine.json"
-    code = main(["--task", "sine", "--sizes", "1-8-1", "--epochs", "3", "--checkpoints", "1",
-                 "--optimizers", "sgn:3", "adam:0.01", "--mode", "FAST_COMPILE",
+    code = main(["--task", "sine", "--sizes", "1-8-1", "--epochs", "4", "--checkpoints", "1",
+                 "--eval-every", "2", "--optimizers", "sgn:3", "adam:0.01", "--mode", "FAST_COMPILE",
                  "--output", str(output), "--no-progress", "--no-plots"])
     assert code == 0
     assert "loss@1ep" in capsys.readouterr().out
     record = json.loads(output.read_text())
-    for run in record["runs"]:  # full batch: one step per epoch
-        assert run["steps"] == 3 and [p["epoch"] for p in run["history"]] == [0, 1, 3]
+    for run in record["runs"]:  # full batch: one step per epoch; the table's 1, and every 2
+        assert run["steps"] == 4 and [p["epoch"] for p in run["history"]] == [0, 1, 2, 4]
         assert math.isnan(run["history"][-1]["test_accuracy"])
         assert run["history"][-1]["test_loss"] < run["history"][0]["test_loss"]
     assert not (tmp_path / "sine-time.png").exists()
