@@ -354,7 +354,7 @@ def trust_ratio(change: TensorVariable, step_size: TensorVariable, slope: Tensor
 
 def found_curvature(solution: CGResult, rhs: Blocks) -> TensorVariable:
     """False where CG's curvature guard stopped it before its first step on a nonzero
-    right-hand side :math:`b`: :math:`b^\top (G + \rho I) b \le 0`, no positive
+    right-hand side :math:`b`: :math:`b^\\top (G + \\rho I) b \\le 0`, no positive
     curvature along :math:`b`, which a loss convex in the outputs cannot give."""
     stopped_at_once = pt.eq(solution.iterations, 0) & pt.eq(dot(solution.x, solution.x), 0)
     return ~(stopped_at_once & pt.gt(dot(rhs, rhs), 0))
