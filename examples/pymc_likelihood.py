@@ -3,8 +3,8 @@
     python examples/pymc_likelihood.py [--steps 40] [--mode C]
 
 The model is float64, PyMC's default precision. Two likelihoods written with PyMC's
-distributions, each a negative mean log-likelihood
-convex in the network's outputs, so the Gauss-Newton matrix is positive semi-definite:
+distributions, each a negative mean log-likelihood convex in the network's outputs, so the
+Gauss-Newton matrix is positive semi-definite:
 
 - ``pm.Normal.dist(mu, sigma)`` with ``mu`` a tanh MLP's output and a fixed ``sigma``, on
   scikit-learn's diabetes regression data;
@@ -14,8 +14,8 @@ convex in the network's outputs, so the Gauss-Newton matrix is positive semi-def
 ``SGN`` differentiates PyMC's log-density twice for the Hessian with respect to the
 outputs (no closed form needed). A likelihood that is not convex in the outputs (a
 Student-t mean, a scale learned with the mean) gives an indefinite Gauss-Newton matrix:
-SGN's CG stops at the first direction of non-positive curvature and its step control
-rejects the steps that do not decrease the loss, so SGN then degrades to short steps.
+where CG finds no positive curvature along the gradient, SGN rejects the step, leaves the
+parameters as they were and says why in ``StepInfo.reason``.
 """
 
 import argparse

@@ -5,7 +5,8 @@ PyMC 5.28 pins PyTensor 2.38. PyTensor 3 renamed Theano's ``Rop``/``Lop`` to
 ``pushforward``/``pullback`` (same positional arguments: outputs, parameters, vectors),
 and an op's ``L_op`` to ``pullback`` (same arguments: inputs, outputs, cotangents); it
 added ``isfinite``; and its softmax and log-softmax are symbolic ops with no C code
-(``OpFromGraph``), where 2.38's are C ops. Nothing here changes PyTensor or the user's process.
+(``OpFromGraph``), where 2.38's are C ops. Nothing here changes PyTensor or the user's
+process.
 """
 
 from __future__ import annotations

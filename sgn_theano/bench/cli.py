@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    args.command = " ".join(["sgn-bench", *argv])
+    args.command = shlex.join(["sgn-bench", *argv])
     comm = world()
     if comm is not None and comm.Get_rank() != 0:
         args.output, args.no_progress = "", True

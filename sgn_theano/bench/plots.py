@@ -38,7 +38,7 @@ def _loss_curve(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
             last = run["history"][-1]
             xs = np.arange(1, len(losses) + 1) * (last["epoch"] / max(last["step"], 1))
         curves.append((xs, smoothed(losses, max(1, len(losses) // 40))))
-    end = min(xs[-1] for xs, _ in curves if len(xs))
+    end = min(xs[-1] for xs, _ in curves)
     grid = np.linspace(min(xs[0] for xs, _ in curves), end, _GRID_POINTS)
     return grid, np.median([np.interp(grid, xs, ys) for xs, ys in curves], axis=0)
 

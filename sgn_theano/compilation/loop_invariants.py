@@ -85,6 +85,8 @@ def hoist_loop_invariants(
         for variable, inner in zip(hoisted, inner_invariants):
             scalar = isinstance(variable.type, ScalarType)
             replace[variable] = scalar_from_tensor(inner) if scalar else inner
+        # clone_replace, not graph_replace: PyTensor 2.38's refuses a key that another
+        # key hides from the results (an invariant computed from another one)
         return clone_replace(results, replace=replace)
 
     return body, invariants
