@@ -35,6 +35,7 @@ from sgn_theano.block_layout import BlockLayout
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.curvature_diagonal import rademacher_probe
 from sgn_theano.data_parallel import DataParallel
+from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.compilation.modes import is_jax_mode, loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
@@ -335,10 +336,11 @@ class SGN:
         self._probe = ([] if self.config.preconditioner != "hutchinson" else
                        [pt.vector("probe", dtype=self.dtype,
                                 shape=(sum(layout.sizes),))])
-        step_outputs, updates = build_step(
-            loss, outputs, self.state, self.config, early_exit=loops_can_exit_early(mode),
-            curvature=curvature, parallel=self._parallel,
-            probe=layout.split(self._probe[0]) if self._probe else None)
+        with loops_compiled_in(mode):  # the CG loop and line search compile in `mode` too
+            step_outputs, updates = build_step(
+                loss, outputs, self.state, self.config, early_exit=loops_can_exit_early(mode),
+                curvature=curvature, parallel=self._parallel,
+                probe=layout.split(self._probe[0]) if self._probe else None)
         weights = [] if self._parallel is None else [self._parallel.weight,
                                                      self._parallel.curvature_weight]
         # The rows of an input the products do not need (the targets of a squared error,

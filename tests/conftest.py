@@ -1,8 +1,9 @@
 """Shared fixtures: tiny problems with dense reference matrices.
 
 Correctness tests compile in ``FAST_COMPILE`` (Python linker: no C compilation, so a
-fresh CI machine is not slowed by compiler calls); ``test_modes.py`` runs the same
-checks through the optimized C and NUMBA backends.
+fresh CI machine is not slowed by compiler calls; :class:`sgn_theano.SGN` compiles its
+loops in its mode too); ``test_modes.py`` runs the same checks through the optimized C,
+NUMBA and JAX backends.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ import pytest  # noqa: E402
 from pytensor.gradient import jacobian  # noqa: E402
 
 from sgn_theano import link_openblas, losses  # noqa: E402
+from sgn_theano.compilation.modes import compile_mode  # noqa: E402
 from sgn_theano.models import mlp  # noqa: E402
 
 link_openblas()  # the C mode's BLAS, set up openly (test_side_effects.py tests the default)
 
-TEST_MODE = "FAST_COMPILE"
+#: PyTensor's Python linker (no C code compiled) with softmax inlined: a graph softmax
+#: would otherwise be JIT-compiled by NUMBA, PyTensor's default, on its first call.
+TEST_MODE = compile_mode("FAST_COMPILE")
 #: For the tests that need JAX mode.
 NEEDS_JAX = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                reason="jax is not installed")
@@ -75,10 +79,12 @@ def build_problem(loss_name: str, activation: str, dtype: str, sizes=(3, 4, 3), 
 def dense_gauss_newton(loss, outputs, params, inputs):
     """Compile ``(x, y) -> (G, g)`` with ``G = J^T H_L J`` built from dense Jacobians."""
     flat_outputs = outputs.flatten()
-    jacobians = [jacobian(flat_outputs, p).reshape((flat_outputs.shape[0], -1)) for p in params]
+    # vectorize: one batched backward pass, not a scan (whose body would compile in C)
+    jacobians = [jacobian(flat_outputs, p, vectorize=True).reshape((flat_outputs.shape[0], -1))
+                 for p in params]
     full_jacobian = pt.concatenate(jacobians, axis=1)
     output_gradient = pytensor.grad(loss, outputs).flatten()
-    hessian = jacobian(output_gradient, outputs).reshape(
+    hessian = jacobian(output_gradient, outputs, vectorize=True).reshape(
         (flat_outputs.shape[0], flat_outputs.shape[0]))
     gradient = pt.concatenate([g.flatten() for g in pytensor.grad(loss, params)])
     matrix = full_jacobian.T @ hessian @ full_jacobian

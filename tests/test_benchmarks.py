@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The figures the step benchmark is asked for: one of each kind (fewer SGN builds).
 FIGURES = ("gradient", "G v", "3 G v", "SGD step", "Adam step", "SGN k=3 (fixed)",
            "SGN k=10 (line search + trust region, curvature_fraction=0.1)")
 
 
+@pytest.mark.slow
 def test_bench_steps_writes_every_figure_it_is_asked_for(tmp_path):
     output = tmp_path / "bench.json"
     completed = subprocess.run(
@@ -31,6 +34,7 @@ def test_bench_steps_writes_every_figure_it_is_asked_for(tmp_path):
     assert "G v" in completed.stdout
 
 
+@pytest.mark.slow
 def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path):
     output = tmp_path / "compile.json"
     completed = subprocess.run(

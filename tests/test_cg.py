@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgn_theano import conjugate_gradient
+from sgn_theano.compilation.loop_invariants import loops_compiled_in
 
 SHAPES = [(2, 2), (3,), (1, 2)]  # blocks of one 9-dimensional unknown
 N = sum(int(np.prod(shape)) for shape in SHAPES)
@@ -48,9 +49,10 @@ def compile_solver(max_iters, tol=0.0, warm=False, jacobi=False, progress_tol=0.
         inverse_diagonal = block_operator(pt.diag(1.0 / pt.diag(matrix)))(
             [pt.ones_like(block) for block in rhs])
         preconditioner = lambda r: [d * ri for d, ri in zip(inverse_diagonal, r)]  # noqa: E731
-    result = conjugate_gradient(block_operator(matrix), rhs, max_iters=max_iters, tol=tol,
-                                x0=x0, preconditioner=preconditioner, progress_tol=progress_tol,
-                                early_exit=early_exit)
+    with loops_compiled_in(TEST_MODE):  # the loop's body in the Python linker too
+        result = conjugate_gradient(block_operator(matrix), rhs, max_iters=max_iters, tol=tol,
+                                    x0=x0, preconditioner=preconditioner,
+                                    progress_tol=progress_tol, early_exit=early_exit)
     inputs = [matrix, *rhs, *(x0 or [])]
     function = pytensor.function(inputs, [*result.x, result.iterations, result.residual_norm],
                                  mode=TEST_MODE)
@@ -223,8 +225,9 @@ def test_diagonal_preconditioner_matches_reference_pcg():
     rhs = [pt.tensor(dtype="float64", shape=(None,) * len(shape)) for shape in SHAPES]
     scales = [pt.tensor(dtype="float64", shape=(None,) * len(shape)) for shape in SHAPES]
     precondition = diagonal_preconditioner(scales, pt.constant(damping), exponent=0.75)
-    result = conjugate_gradient(block_operator(matrix), rhs, max_iters=4,
-                                preconditioner=precondition)
+    with loops_compiled_in(TEST_MODE):
+        result = conjugate_gradient(block_operator(matrix), rhs, max_iters=4,
+                                    preconditioner=precondition)
     x = pytensor.function([matrix, *rhs, *scales], result.x, mode=TEST_MODE)(
         a, *split(b), *split(scale))
     inverse = np.diag((scale**2 + damping) ** -0.75)

@@ -65,7 +65,8 @@ def test_jacobian_products_match_dense_jacobian():
     jtu = vector_jacobian_product(outputs, params, cotangent)
     flat = outputs.flatten()
     dense = pt.concatenate(
-        [pytensor.gradient.jacobian(flat, p).reshape((flat.shape[0], -1)) for p in params], axis=1)
+        [pytensor.gradient.jacobian(flat, p, vectorize=True).reshape((flat.shape[0], -1))
+         for p in params], axis=1)
     compiled = pytensor.function(inputs + tangents + [cotangent], [jv, *jtu, dense],
                                  mode=TEST_MODE, on_unused_input="ignore")
     x, y = make_batch("squared_error", "float64")

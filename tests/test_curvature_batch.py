@@ -14,6 +14,7 @@ from test_optimizer import DAMPING, SIZES
 
 from conftest import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch
 from sgn_theano import SGN, SGNConfig, sgn
+from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.cg import UNROLLED_MAX_ITERS
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
 from sgn_theano.models import cnn, mlp
@@ -95,8 +96,9 @@ def test_updates_function_solves_with_the_sub_batch_matrix(what, loss_name, buil
     batch = make_batch(loss_name, "float64", batch=BATCH, features=2, classes=2)
     direction, _ = sub_batch_direction(problem, batch, rows)
     before = flatten(p.get_value() for p in params)
-    updates = sgn(loss, params, outputs, max_cg_iters=60, damping=DAMPING, learning_rate=0.5,
-                  curvature_fraction=fraction)
+    with loops_compiled_in(TEST_MODE):
+        updates = sgn(loss, params, outputs, max_cg_iters=60, damping=DAMPING,
+                      learning_rate=0.5, curvature_fraction=fraction)
     pytensor.function(inputs, loss, updates=updates, mode=TEST_MODE)(*batch)
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before,
                                0.5 * direction, rtol=1e-7, atol=1e-10)

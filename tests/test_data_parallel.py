@@ -37,10 +37,11 @@ def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
 
 
 @NEEDS_MPI
+@pytest.mark.slow  # every scenario compiles SGN steps in C in two processes: minutes
 @pytest.mark.parametrize("mode_name, scenarios", [
-    ("C", ["equal-shards", "unequal-shards", "estimators", "gradient-squares", "errors", "state", "curvature", "train-resume",
-           "first-order"]),
-    pytest.param("NUMBA", ["unequal-shards", "errors"], marks=pytest.mark.slow),  # JIT: minutes
+    ("C", ["equal-shards", "unequal-shards", "estimators", "gradient-squares", "errors",
+           "state", "curvature", "train-resume", "first-order"]),
+    ("NUMBA", ["unequal-shards", "errors"]),
 ])
 def test_two_processes_take_the_steps_of_one_on_the_whole_batch(mode_name, scenarios):
     completed = mpirun("mpi_scenarios.py", mode_name, *scenarios)
@@ -50,6 +51,7 @@ def test_two_processes_take_the_steps_of_one_on_the_whole_batch(mode_name, scena
 
 
 @NEEDS_MPI
+@pytest.mark.slow
 def test_sgn_bench_under_mpirun_trains_data_parallel_and_rank_0_writes(tmp_path):
     pytest.importorskip("mlxtend")
     output = tmp_path / "boston.json"

@@ -26,6 +26,7 @@ def default_sgn(sizes, activation, mode):
     return optimizer, (x, y, logits, loss, params)
 
 
+@pytest.mark.slow
 def test_sgn_reaches_80_percent_within_60_steps_of_batch_1000():
     mode = compile_mode("C")
     x_train, y_train, x_test, y_test = load_fashion_mnist()

@@ -84,6 +84,7 @@ def early_stopping_steps():
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("default", [True, False], ids=["default", "fixed"])
 def test_sgn_step_in_jax_mode_stops_cg_early_and_matches_the_c_mode(early_stopping_steps,
                                                                      default):
@@ -96,6 +97,7 @@ def test_sgn_step_in_jax_mode_stops_cg_early_and_matches_the_c_mode(early_stoppi
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_parameters_stay_on_the_jax_device_between_steps(early_stopping_steps):
     import jax
 

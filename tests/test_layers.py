@@ -84,9 +84,11 @@ def test_he_initialisation_scale_uses_the_kernel_fan_in():
 #: Every backend in float64 with relu; float32 with tanh where float32 is most fragile
 #: (the Python linker, and JAX, whose reductions return float64 unless fixed).
 CNN_PRODUCT_CASES = [
-    *(("float64", "relu", mode_name) for mode_name in (TEST_MODE, "C", "NUMBA")),
+    ("float64", "relu", "FAST_COMPILE"),
+    ("float64", "relu", "C"),
+    pytest.param("float64", "relu", "NUMBA", marks=pytest.mark.slow),  # a minute of JIT
     pytest.param("float64", "relu", "JAX", marks=NEEDS_JAX),
-    ("float32", "tanh", TEST_MODE),
+    ("float32", "tanh", "FAST_COMPILE"),
     pytest.param("float32", "tanh", "JAX", marks=NEEDS_JAX),
 ]
 
@@ -149,7 +151,7 @@ def tiny_cnn_solution():
     return batch, -np.linalg.solve(matrix + 0.1 * np.eye(len(gradient)), gradient)
 
 
-@pytest.mark.parametrize("mode", [TEST_MODE, "C"])
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", pytest.param("C", marks=pytest.mark.slow)])
 def test_sgn_step_on_a_tiny_cnn_equals_the_dense_solution(mode, tiny_cnn_solution):
     # The CG loop body slices the images with symbolic bounds (padding, pooling): scalar
     # loop invariants that must be handed to the loop as tensors (a regression test).

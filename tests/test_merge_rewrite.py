@@ -88,6 +88,7 @@ def hand_written_problem():
     return h, params, [x, y]
 
 
+@pytest.mark.slow
 def test_an_sgn_step_on_a_hand_written_loss_compiles_without_failed_merges(monkeypatch):
     # A hand-written cross-entropy once cost 8,447 failed merges (126 s) to build on a
     # 784-20-20-10 MLP; its failures are counted here rather than timed.

@@ -9,13 +9,15 @@ import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from conftest import BACKENDS, NEEDS_JAX, flatten, unflatten
+from conftest import NEEDS_JAX, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.compilation.modes import compile_mode
 
 
-@pytest.mark.parametrize("mode_name", BACKENDS)
+@pytest.mark.parametrize("mode_name", [
+    "C", pytest.param("NUMBA", marks=pytest.mark.slow),  # NUMBA's JIT of a step: minutes
+    pytest.param("JAX", marks=NEEDS_JAX)])
 def test_exact_step_in_each_backend(mode_name):
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     before = flatten(p.get_value() for p in params)

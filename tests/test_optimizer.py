@@ -8,6 +8,7 @@ from conftest import (TEST_MODE, assert_resumes_exactly, build_problem, dense_ga
                       flatten, make_batch)
 
 from sgn_theano import SGN, sgn
+from sgn_theano.compilation.loop_invariants import loops_compiled_in
 
 DAMPING = 0.5
 SIZES = (2, 3, 2)  # 17 parameters
@@ -60,7 +61,9 @@ def test_preconditioner_is_used_by_the_class():
 def test_updates_function_with_exact_cg_equals_dense_solution():
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     before = flatten(p.get_value() for p in params)
-    updates = sgn(loss, params, outputs, max_cg_iters=60, damping=DAMPING, learning_rate=0.5)
+    with loops_compiled_in(TEST_MODE):  # the CG loop's body in TEST_MODE too (docs, modes)
+        updates = sgn(loss, params, outputs, max_cg_iters=60, damping=DAMPING,
+                      learning_rate=0.5)
     pytensor.function(inputs, loss, updates=updates, mode=TEST_MODE)(*batch)
     change = flatten(p.get_value() for p in params) - before
     np.testing.assert_allclose(change, 0.5 * direction, rtol=1e-7, atol=1e-10)
@@ -69,8 +72,9 @@ def test_updates_function_with_exact_cg_equals_dense_solution():
 def test_updates_accept_shared_hyperparameters():
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     damping = pytensor.shared(np.float64(1.0))
-    train = pytensor.function(inputs, loss, mode=TEST_MODE, updates=sgn(
-        loss, params, outputs, max_cg_iters=60, damping=damping))
+    with loops_compiled_in(TEST_MODE):
+        updates = sgn(loss, params, outputs, max_cg_iters=60, damping=damping)
+    train = pytensor.function(inputs, loss, mode=TEST_MODE, updates=updates)
     damping.set_value(DAMPING)  # changed after compiling: the step must use it
     before = flatten(p.get_value() for p in params)
     train(*batch)

@@ -88,6 +88,7 @@ def test_parse_optimizers_grid():
             parse_optimizers(bad)
 
 
+@pytest.mark.slow
 def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     data_dir = write_mnist_like(str(tmp_path / "mnist"), train=300, test=100)
     output = tmp_path / "out.json"
@@ -210,6 +211,7 @@ def test_cli_mnist_without_files_uses_the_bundled_digits_and_boston_runs(tmp_pat
             assert last["test_loss"] < first["test_loss"]
 
 
+@pytest.mark.slow
 def test_paper_runs_equal_seconds_then_equal_epochs_and_skips_what_is_missing(tmp_path, capsys):
     pytest.importorskip("mlxtend")
     boston = PaperExperiment("Boston housing, MLP 8 tanh",
@@ -277,6 +279,7 @@ def run_script(*arguments):
                           cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_checkpoint_and_a_fresh_process_resumes_bit_exactly(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     uninterrupted = run_script(tmp_path / "full.npz", 20)

@@ -7,12 +7,15 @@ network's forward pass on every iteration, and a line search after a CG loop wou
 rerun the whole CG loop on every try. :func:`hoist_loop_invariants` builds the body
 once on placeholders and cuts it where it stops depending on them, so the invariant
 part is computed once, outside, and merged with the rest of the step's graph.
-:func:`scan_on_stand_ins` builds the loop on stand-ins for its outer inputs.
+:func:`scan_on_stand_ins` builds the loop on stand-ins for its outer inputs, its body
+compiled in the mode :func:`loops_compiled_in` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import pytensor
 from pytensor.compile.sharedvalue import SharedVariable
@@ -25,9 +28,30 @@ from pytensor.tensor.type import TensorType
 
 from sgn_theano.compilation.softmax_inlining import inline_softmax_graph
 
-__all__ = ["hoist_loop_invariants", "scan_on_stand_ins"]
+__all__ = ["hoist_loop_invariants", "loops_compiled_in", "scan_on_stand_ins"]
 
 Blocks = list[Variable]
+
+#: The mode the bodies of the loops built now compile in (``None``: PyTensor's default for
+#: a ``scan``, its C backend with ``fast_run`` rewrites, whatever the outer mode).
+_LOOP_MODE: ContextVar = ContextVar("sgn_theano_loop_mode", default=None)
+
+
+@contextmanager
+def loops_compiled_in(mode) -> Iterator[None]:
+    """Build the loops of :func:`scan_on_stand_ins` inside this block with their body
+    compiled in ``mode`` (a ``Mode`` or its name), as the function around them is.
+
+    A ``scan`` made without a mode compiles its body in PyTensor's C backend even inside
+    a function compiled in ``FAST_COMPILE`` (Python linker): every C op of a CG loop's
+    body then goes through gcc on first use. :class:`sgn_theano.SGN` builds its step
+    inside this block, with the mode it compiles the step in.
+    """
+    token = _LOOP_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _LOOP_MODE.reset(token)
 
 
 def hoist_loop_invariants(
@@ -131,5 +155,7 @@ def scan_on_stand_ins(
         n_steps=n_steps,
         return_list=True,
         return_updates=False,
+        mode=_LOOP_MODE.get(),
+        allow_gc=True,  # as a scan without a mode does: the body frees its intermediates
     )
     return graph_replace(traces, replace={stand_in: real for real, stand_in in stand_ins.items()})

@@ -98,8 +98,10 @@ def default_mode_name() -> str:
 def compile_mode(name: str | None = None) -> Mode:
     """The PyTensor mode for ``name`` (``None``: :func:`default_mode_name`), with
     :func:`sgn_theano.compilation.merge_rewrite.with_destroy_aware_merge` applied, and for ``"C"``
-    and ``"FAST_RUN"`` (the C backend) softmax inlined
-    (:func:`sgn_theano.compilation.softmax_inlining.with_inlined_softmax`).
+    and ``"FAST_RUN"`` (the C backend) and ``"FAST_COMPILE"`` softmax inlined
+    (:func:`sgn_theano.compilation.softmax_inlining.with_inlined_softmax`; in
+    ``FAST_COMPILE``'s Python linker a graph softmax would otherwise run as a function of
+    its own, JIT-compiled by PyTensor's default backend, NUMBA, on its first call).
 
     Compile the updates of :func:`sgn_theano.sgn` with it:
     ``pytensor.function(..., updates=sgn(...), mode=compile_mode())``. For ``"C"`` with
@@ -131,7 +133,7 @@ def compile_mode(name: str | None = None) -> Mode:
         return with_inlined_softmax(with_destroy_aware_merge(Mode(linker="cvm")))
     mode = get_mode(name)
     prepare_backend(mode)
-    if name == "FAST_RUN":
+    if name in ("FAST_RUN", "FAST_COMPILE"):  # a graph softmax is otherwise NUMBA-compiled
         mode = with_inlined_softmax(mode)
     return with_destroy_aware_merge(mode)
 

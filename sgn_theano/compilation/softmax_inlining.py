@@ -13,9 +13,10 @@ them with their neighbours. The NUMBA and JAX backends have kernels of their own
 these ops and keep them. PyTensor 2.38's softmax ops have C code of their own: there both
 functions change nothing (:data:`sgn_theano.compat.GRAPH_SOFTMAX_OPS` is empty).
 
-The inner functions of ``scan`` loops are compiled in a mode of their own, not the
-caller's, so the rewrite does not reach them: :func:`inline_softmax_graph` inlines the
-ops when a loop body is built
+The inner functions of ``scan`` loops are compiled in a mode of their own (PyTensor's
+C backend, unless built inside
+:func:`sgn_theano.compilation.loop_invariants.loops_compiled_in`), which the rewrite may
+not reach: :func:`inline_softmax_graph` inlines the ops when a loop body is built
 (:func:`sgn_theano.compilation.loop_invariants.hoist_loop_invariants`).
 """
 
