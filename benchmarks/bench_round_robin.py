@@ -1,7 +1,8 @@
 """SGN against SGD and Adam at equal seconds, stepped in turn so machine load hits all alike.
 
 Every method trains its own copy of one network, written in plain PyTensor (``pt.maximum``
-activations, a hand-written loss), from the same initial values and on the same batches.
+activations, a hand-written loss; LeNet-5 is the library's, with a hand-written loss), from
+the same initial values and on the same batches.
 At each turn the method with the least step time so far takes one step, so all of them
 advance through the run together; only the step calls are timed. Each method's test
 metric is evaluated every ``--every`` seconds of its own step time (evaluation untimed),
@@ -11,7 +12,9 @@ median over seeds at ``--marks``; the JSON record keeps every evaluation.
     python benchmarks/bench_round_robin.py --task mlp --batch-size 1000 --seconds 60 \\
         --seeds 0 1 2 --methods sgn sgn:preconditioner=hutchinson sgd:0.1 adam:0.001
 
-A method is ``sgn[:option=value,...]`` (options of ``sgn_theano.SGN``; numbers, True,
+Tasks: ``mlp`` and ``lenet5`` (Fashion-MNIST), ``autoencoder`` (its images), ``sine``
+(the paper's regression, frequency 10, 700 training rows: ``--batch-size 700`` is full
+batch). A method is ``sgn[:option=value,...]`` (options of ``sgn_theano.SGN``; numbers, True,
 False and names are understood), ``sgd:LR`` or ``adam:LR``.
 """
 
@@ -33,20 +36,23 @@ import pytensor.tensor as pt
 from sgn_theano import SGN, adam, sgd
 from sgn_theano.bench.train import FirstOrder, make_evaluator
 from sgn_theano.compilation.modes import default_mode_name, link_openblas
-from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches
+from sgn_theano.data import FASHION_MNIST_DIR, load_fashion_mnist, minibatches, sine_task
+from sgn_theano.models import lenet5
 
-#: Task -> (layer widths, hidden activation, metric).
+#: Task -> (layer widths, hidden activation, metric). ``lenet5`` is the library's LeNet-5
+#: (relu) on Fashion-MNIST; ``sine`` the paper's sine regression (frequency 10).
 TASKS = {
     "mlp": ((784, 256, 256, 10), "relu", "test_accuracy"),
     "autoencoder": ((784, 256, 64, 16, 64, 256, 784), "sigmoid", "test_loss"),
+    "lenet5": ((784, 10), "relu", "test_accuracy"),
+    "sine": ((1, 64, 64, 1), "tanh", "test_loss"),
 }
+ACTIVATIONS = {"relu": lambda h: pt.maximum(h, 0), "sigmoid": pt.sigmoid, "tanh": pt.tanh}
+SINE_FREQUENCY = 10.0
 
 
-def network(task: str, seed: int):
-    """The task's symbolic inputs, outputs, mean loss and parameters, in plain PyTensor."""
-    sizes, activation, _ = TASKS[task]
-    rng = np.random.default_rng(seed)
-    x = pt.matrix("x", dtype="float32", shape=(None, sizes[0]))
+def plain_mlp(x, sizes, activation: str, rng):
+    """An MLP in plain PyTensor, He-initialised: ``(outputs, params)``."""
     h, params = x, []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = pytensor.shared((rng.normal(size=(fan_in, fan_out)) * np.sqrt(2 / fan_in))
@@ -55,10 +61,25 @@ def network(task: str, seed: int):
         params += [w, b]
         h = h @ w + b
         if i < len(sizes) - 2:
-            h = pt.maximum(h, 0) if activation == "relu" else pt.sigmoid(h)
-    if task == "mlp":
+            h = ACTIVATIONS[activation](h)
+    return h, params
+
+
+def network(task: str, seed: int):
+    """The task's symbolic inputs, outputs, mean loss and parameters; every loss is
+    written by hand."""
+    sizes, activation, _ = TASKS[task]
+    x = pt.matrix("x", dtype="float32", shape=(None, sizes[0]))
+    if task == "lenet5":
+        h, params = lenet5(x, activation=activation, seed=seed)
+    else:
+        h, params = plain_mlp(x, sizes, activation, np.random.default_rng(seed))
+    if task in ("mlp", "lenet5"):
         y = pt.ivector("y")
         loss = -pt.mean(pt.special.log_softmax(h, axis=1)[pt.arange(y.shape[0]), y])
+    elif task == "sine":
+        y = pt.matrix("y", dtype="float32", shape=(None, 1))
+        loss = pt.mean((h - y) ** 2)
     else:  # binary cross-entropy of the pixels, summed per image, averaged over images
         y = pt.matrix("y", dtype="float32", shape=(None, sizes[-1]))
         loss = pt.mean(pt.sum(pt.softplus(h) - y * h, axis=1))
@@ -175,9 +196,13 @@ def main() -> None:
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     link_openblas()  # what a benchmark process wants (the docs, "Performance")
-    data = load_fashion_mnist(FASHION_MNIST_DIR)
+    data = (sine_task(SINE_FREQUENCY) if args.task == "sine"
+            else load_fashion_mnist(FASHION_MNIST_DIR))
     if args.task == "autoencoder":
         data = (data[0], data[0], data[2], data[2])
+    if args.batch_size > len(data[0]):
+        parser.error(f"--batch-size {args.batch_size} is more than the {len(data[0])} "
+                     f"training rows of --task {args.task}")
     results = {}
     for seed in args.seeds:
         results[seed] = run_seed(args.task, args.methods, seed, args, data)
