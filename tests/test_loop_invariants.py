@@ -11,7 +11,8 @@ from pytensor.scan.op import Scan
 from sgn_theano import SGN
 from sgn_theano.cg import UNROLLED_MAX_ITERS
 from sgn_theano.compat import GRAPH_SOFTMAX_OPS
-from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.compilation.loop_invariants import (hoist_loop_invariants, loops_compiled_in,
+                                                    scan_on_stand_ins)
 from sgn_theano.optimizer import gauss_newton_direction
 
 
@@ -146,3 +147,24 @@ def test_a_callable_preconditioner_is_computed_once_outside_the_loop():
     # matrix-matrix products, G v's only (a preconditioner adds a vector dot, r^T z, which
     # the Python linker's rewrites write as a (1, n) @ (n, 1) product)
     assert body_products(per_example) == body_products(None) > 0
+
+
+def test_sgn_compiles_its_loops_in_its_own_mode_and_the_context_does_for_others():
+    # A scan made without a mode compiles its body in C even under FAST_COMPILE.
+    loss, outputs, params, inputs = build_problem("softmax_cross_entropy", "tanh", "float64")
+    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=LOOPED, mode=TEST_MODE)
+    loops = step_loops(optimizer)
+    assert len(loops) == 2  # CG and the line search
+    for loop in loops:
+        assert loop.op.fn.maker.linker.c_thunks is False  # the Python linker, no gcc
+        assert loop.op.allow_gc  # intermediates freed, as in a scan without a mode
+    x = pt.vector("x")
+
+    def doubled():
+        return scan_on_stand_ins(lambda v: 2 * v, [x], [], 3)[0]
+
+    with loops_compiled_in(TEST_MODE):
+        inside = doubled()
+    outside = doubled()
+    assert inside.owner.inputs[0].owner.op.mode is TEST_MODE  # the trace's loop
+    assert outside.owner.inputs[0].owner.op.mode is None
