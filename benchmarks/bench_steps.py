@@ -37,6 +37,7 @@ from report import write_report
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
 from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, mlp
+from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
 from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 
 #: The CNNs, as ``sgn_theano.models.cnn`` and ``torch_cnn.py`` take them: (image shape, layers).
@@ -64,9 +65,14 @@ EARLY_STOP = {"damping": 100.0, "min_damping": 100.0, "cg_tol": 1e-3}
 EARLY_STOP_LABEL = "rho=100, cg_tol=1e-3"
 EARLY_STOP_FIGURES = tuple(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})" for k in (5, 60)
                            for kind in ("fixed", "line search + trust region"))
+#: The K-FAC step at the defaults otherwise (its inverses are refreshed every
+#: ``kfac_inverse_interval`` steps: timed apart, as "K-FAC inverse refresh").
+KFAC_FIGURE = f"SGN k=3 ({SUB_BATCH}, kfac)"
+KFAC_REFRESH = "K-FAC inverse refresh"
 FIGURES = ("gradient", "G v", "3 G v", "SGD step", "Adam step", *(
     f"SGN k={k} ({kind})" for k in CG_ITERATIONS
-    for kind in ("fixed", "line search + trust region", SUB_BATCH)), *EARLY_STOP_FIGURES)
+    for kind in ("fixed", "line search + trust region", SUB_BATCH)), *EARLY_STOP_FIGURES,
+    KFAC_FIGURE, KFAC_REFRESH)
 #: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
 YARDSTICK_FIGURES = {"grad": "gradient", "gv": "G v", "sgd_step": "SGD step",
                      "adam_step": "Adam step",
@@ -123,6 +129,8 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k,
                         trust_region=line_search, line_search=line_search,
                         curvature_fraction=fraction, mode=mode, **{"cg_tol": 0.0, **options})
+        if optimizer.config.kronecker_factored:  # start from refreshed inverses, and time
+            optimizer.step(xb, yb)  # steps between refreshes (the refresh is a figure)
         start = optimizer.state_dict()
         iterations = cg_iterations.setdefault(label, [])
 
@@ -147,11 +155,25 @@ def build(model: str, mode, batch: int, figures=FIGURES):
     settings += [(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})", k, line_search, 1.0, EARLY_STOP)
                  for k in (5, 60) for kind, line_search in (
                      ("fixed", False), ("line search + trust region", True))]
+    settings.append((KFAC_FIGURE, 3, True, CURVATURE_FRACTION, {"preconditioner": "kfac"}))
     for label, k, line_search, fraction, options in settings:
         add(label, lambda *model, label=label, k=k, line_search=line_search,
             fraction=fraction, options=options: sgn_step(*model, label, k, line_search,
                                                          fraction, options))
+    add(KFAC_REFRESH, lambda x, y, z, p, loss: kfac_refresh(
+        SGN(loss, p, z, [x, y], preconditioner="kfac", curvature_fraction=CURVATURE_FRACTION,
+            mode=mode), xb, yb))
     return functions, compile_s, peak_bytes, cg_iterations
+
+
+def kfac_refresh(optimizer: SGN, xb, yb):
+    """The host's refresh of K-FAC's inverses after a step, as a callable."""
+    optimizer.step(xb, yb)
+
+    def call():
+        optimizer.state.step_count.set_value(np.int64(1))  # a step after which it is due
+        assert refresh_factor_inverses(optimizer.state, optimizer.config)
+    return call
 
 
 def chained_products(loss, outputs, params, vectors, count: int) -> list:

@@ -24,7 +24,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import BlockLayout
 from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
-from sgn_theano.preconditioners import flat_preconditioner
+from sgn_theano.preconditioning.diagonal import flat_preconditioner
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
 __all__ = ["CGResult", "CGState", "UNROLLED_MAX_ITERS", "conjugate_gradient", "dot"]
@@ -150,7 +150,7 @@ def conjugate_gradient(
         :math:`b = -g` the result is a descent direction, :math:`g^\\top x < 0`.
     preconditioner : callable, optional
         ``list -> list``, the product ``M r`` with ``M`` symmetric positive definite
-        (e.g. :func:`sgn_theano.preconditioners.diagonal_preconditioner`).
+        (e.g. :func:`sgn_theano.preconditioning.diagonal.diagonal_preconditioner`).
     progress_tol : float
         :math:`\\epsilon \\ge 0` of the relative-progress rule; ``0`` turns it off.
         Martens uses ``5e-4``. The rule needs more than 10 iterations to act.

@@ -49,6 +49,7 @@ __all__ = [
     "gauss_newton_operator",
     "gauss_newton_product",
     "jacobian_vector_product",
+    "loss_hessian_operator",
     "loss_hessian_product",
     "vector_jacobian_product",
 ]
@@ -174,6 +175,13 @@ def loss_hessian_product(
     check_loss(loss)
     check_computed_from(loss, outputs)
     return _output_hessian_product(loss, outputs, vectors)
+
+
+def loss_hessian_operator(loss: TensorVariable, outputs: TensorVariable
+                          ) -> Callable[[TensorVariable], TensorVariable]:
+    """``u -> H_L u`` as :func:`loss_hessian_product`, with no argument checked (for
+    builders that checked ``loss`` and ``outputs`` once already)."""
+    return lambda vectors: _output_hessian_product(loss, outputs, vectors)
 
 
 def _output_hessian_product(loss, outputs, vectors) -> TensorVariable:

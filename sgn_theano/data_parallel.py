@@ -186,7 +186,8 @@ class DataParallel:
             variable.set_value(value)
 
     def call(self, function: Callable, check: Callable[[], list],
-             rows: Callable[[list], tuple] | None = None):
+             rows: Callable[[list], tuple] | None = None,
+             extra: Callable[..., list] | None = None):
         """Run one data-parallel step on every process, or raise the same error on all.
 
         Parameters
@@ -199,6 +200,10 @@ class DataParallel:
             ``arrays -> (n_p, m_p)``: the shard's rows, and its curvature rows; by
             default the first axis of the first array with one, twice (no curvature
             mini-batch).
+        extra : callable, optional
+            ``(arrays, offset, m_p, M) -> more arrays`` passed after ``arrays``: drawn for
+            this process's curvature rows, the rows ``[offset, offset + m_p)`` of the
+            :math:`M` curvature rows of all processes, in rank order.
 
         Raises
         ------
@@ -216,8 +221,10 @@ class DataParallel:
         dtype = self.weight.dtype
         weights = (np.asarray(counts[0] / total, dtype=dtype),
                    np.asarray(counts[1] / curvature_total, dtype=dtype))
+        offset = sum(report[2] for report in reports[:self.rank])
+        extras = [] if extra is None else extra(arrays, offset, counts[1], curvature_total)
         try:
-            return function(*arrays, *weights)
+            return function(*arrays, *extras, *weights)
         except PeerFailure:
             error = None
         except Exception as raised:  # noqa: BLE001 - every error must reach the others

@@ -26,14 +26,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytensor
-import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import validation
-from sgn_theano.block_layout import BlockLayout
 from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
-from sgn_theano.curvature_diagonal import rademacher_probe
+from sgn_theano.preconditioning.host_probe import HostProbe
+from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
+from sgn_theano.preconditioning.layer_detection import find_layers
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.compilation.modes import is_jax_mode, loops_can_exit_early
@@ -143,14 +144,14 @@ class SGN:
        rule), or on a direction without positive curvature; with a named
        ``preconditioner``, CG is preconditioned by
        :math:`M = (\\max(D, 0) + \\epsilon)^{-a}` elementwise
-       (:func:`sgn_theano.preconditioners.curvature_preconditioner`), with
+       (:func:`sgn_theano.preconditioning.diagonal.curvature_preconditioner`), with
        :math:`a` = ``preconditioner_exponent``, :math:`\\epsilon` =
        ``preconditioner_epsilon`` (by default :math:`\\rho`) and :math:`D` the square
        of the right-hand side :math:`b^2` (``"jacobi"``), or the bias-corrected average
        with decay ``preconditioner_decay`` of :math:`g^2` (``"gradient_squares"``,
        Adam's second moment) or of Hutchinson's :math:`v \\odot G v` (``"hutchinson"``,
        an unbiased estimate of :math:`\\operatorname{diag}(G)` from one more
-       :math:`G v`; :mod:`sgn_theano.curvature_diagonal`); then, with
+       :math:`G v`; :mod:`sgn_theano.preconditioning.curvature_diagonal`); then, with
        ``model_momentum``, the update is :math:`\\delta = \\alpha d + \\mu
        \\delta_{t-1}`, :math:`(\\alpha, \\mu)` minimizing the quadratic model on the
        span of :math:`d` and the previous update (K-FAC's momentum; one more
@@ -221,8 +222,11 @@ class SGN:
         ``line_search``).
     momentum : float
         :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
-    preconditioner : {"jacobi", "gradient_squares", "hutchinson"} or callable, optional
-        One of the diagonal preconditioners above, or a callable ``list -> list``: a
+    preconditioner : {"jacobi", "gradient_squares", "hutchinson", "kfac"} or callable, optional
+        One of the diagonal preconditioners above; ``"kfac"``, Kronecker-factored
+        curvature (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and
+        im2col layers found in the graph (:attr:`layers`), with averaged gradient squares
+        on the other parameters; or a callable ``list -> list``: a
         symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
         handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
         does not depend on its argument is computed once per step, outside CG's loop).
@@ -247,6 +251,11 @@ class SGN:
         The default 0.1 is measured: on Fashion-MNIST (MLP at batch 1000, LeNet-5) and
         the sine regression it was ahead of 1 at equal seconds with three seeds (docs,
         results); a batch of fewer than 10 rows gets a curvature batch of one row.
+    kfac_decay : float
+        :math:`\\beta \\in [0, 1)` of K-FAC's factor averages.
+    kfac_inverse_interval : int
+        Steps between refreshes of K-FAC's damped inverses (computed on the host, with
+        the damping of the time; nothing is recompiled), ``>= 1``.
     warm_start : float
         Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
         CG (Martens uses 0.95); 0 (the default) starts from zero. Off by default: it
@@ -295,6 +304,8 @@ class SGN:
         preconditioner_decay: float = 0.99,
         preconditioner_exponent: float = 0.75,
         preconditioner_epsilon: float | None = None,
+        kfac_decay: float = 0.95,
+        kfac_inverse_interval: int = 10,
         warm_start: float = 0.0,
         model_momentum: bool = False,
         curvature_fraction: float = 0.1,
@@ -314,7 +325,8 @@ class SGN:
             momentum=momentum, preconditioner=preconditioner,
             preconditioner_decay=preconditioner_decay,
             preconditioner_exponent=preconditioner_exponent,
-            preconditioner_epsilon=preconditioner_epsilon, warm_start=warm_start,
+            preconditioner_epsilon=preconditioner_epsilon, kfac_decay=kfac_decay,
+            kfac_inverse_interval=kfac_inverse_interval, warm_start=warm_start,
             model_momentum=model_momentum, curvature_fraction=curvature_fraction,
         )
         mode = validation.check_mode(mode)
@@ -322,8 +334,6 @@ class SGN:
         if self._parallel is not None and is_jax_mode(mode):
             raise ValueError("`comm` (data-parallel SGN) works in modes C and NUMBA; JAX mode "
                              "has no MPI op in this library (mpi4jax is not supported yet).")
-        #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
-        self.state = SGNState.create(params, self.config, self.dtype)
         # The curvature rows come in as inputs of their own (cut from the arrays in
         # `step`), so every backend sees static slice bounds.
         batched = [variable for variable in self.inputs if variable.type.ndim >= 1]
@@ -331,22 +341,25 @@ class SGN:
             variable.type.clone(shape=(None, *variable.type.shape[1:]))(
                 name=f"{variable.name or 'input'}_curvature_rows") for variable in batched]
         curvature = curvature_batch(loss, outputs, dict(zip(batched, self._curvature_inputs)))
-        # Hutchinson's probe comes in as an input drawn on the host from the step count.
-        layout = BlockLayout(self.params)
-        self._probe = ([] if self.config.preconditioner != "hutchinson" else
-                       [pt.vector("probe", dtype=self.dtype,
-                                shape=(sum(layout.sizes),))])
+        #: K-FAC's layers (:func:`sgn_theano.preconditioning.layer_detection.find_layers`),
+        #: with ``preconditioner="kfac"``; :meth:`LayerMap.describe` says which parameter
+        #: got which block.
+        self.layers = (find_layers(curvature[1], params) if self.config.kronecker_factored
+                       else None)
+        #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
+        self.state = SGNState.create(params, self.config, self.dtype, self.layers)
+        self._probe = HostProbe(self.config, params, outputs, self.inputs, self.dtype)
         with loops_compiled_in(mode):  # the CG loop and line search compile in `mode` too
             step_outputs, updates = build_step(
                 loss, outputs, self.state, self.config, early_exit=loops_can_exit_early(mode),
-                curvature=curvature, parallel=self._parallel,
-                probe=layout.split(self._probe[0]) if self._probe else None)
+                curvature=curvature, parallel=self._parallel, probe=self._probe.symbolic,
+                layers=self.layers)
         weights = [] if self._parallel is None else [self._parallel.weight,
                                                      self._parallel.curvature_weight]
         # The rows of an input the products do not need (the targets of a squared error,
         # whose Hessian is constant) go unused; `check_inputs` has checked the others.
-        self._step = pytensor.function(self.inputs + self._curvature_inputs + self._probe
-                                       + weights,
+        self._step = pytensor.function(self.inputs + self._curvature_inputs
+                                       + self._probe.inputs + weights,
                                        list(step_outputs), updates=updates, mode=mode,
                                        on_unused_input="ignore")
         if self._parallel is not None:
@@ -372,29 +385,31 @@ class SGN:
         StepInfo
         """
         if self._parallel is None:
-            values = self._step(*self._checked_arrays(batch))
+            arrays = self._checked_arrays(batch)
+            rows = self._rows(arrays)[1]
+            values = self._step(*arrays, *self._probe.arrays(arrays, self.step_count, 0, rows,
+                                                             rows))
         else:
-            values = self._parallel.call(self._step, lambda: self._checked_arrays(batch),
-                                         self._rows)
+            values = self._parallel.call(
+                self._step, lambda: self._checked_arrays(batch), self._rows,
+                extra=lambda arrays, *rows: self._probe.arrays(arrays, self.step_count, *rows))
+        if self.config.kronecker_factored:
+            refresh_factor_inverses(self.state, self.config)
         return StepInfo.from_outputs(StepOutputs._make(values))
 
     def _checked_arrays(self, batch) -> list:
         """The batch checked (:func:`sgn_theano.validation.check_batch`), followed by
-        its curvature rows where a curvature mini-batch is used, and Hutchinson's probe
-        where one is used."""
+        its curvature rows where a curvature mini-batch is used."""
         arrays = validation.check_batch(self.inputs, batch)
         if self._curvature_inputs:
             batched = [array for array in arrays if array.ndim >= 1]
             rows = curvature_rows(self.config.curvature_fraction, len(batched[0]))
             arrays += [array[:rows] for array in batched]
-        if self._probe:
-            arrays.append(rademacher_probe(self._probe[0].type.shape[0], self.step_count,
-                                           self.dtype))
         return arrays
 
     def _rows(self, arrays: list) -> tuple[int, int]:
         """The rows of a checked batch, and of its curvature mini-batch."""
-        rows = len(next(array for array in arrays if array.ndim >= 1))
+        rows = len(next(array for array in arrays if np.ndim(array) >= 1))
         return rows, curvature_rows(self.config.curvature_fraction, rows)
 
     @property

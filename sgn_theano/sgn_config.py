@@ -14,17 +14,14 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
-from sgn_theano.curvature_diagonal import DIAGONAL_ESTIMATORS
 from sgn_theano.damping import LOWER_RATIO, SCHEDULES
+from sgn_theano.preconditioning.registry import PRECONDITIONERS
 from sgn_theano.validation import check_float, check_integer
 
 __all__ = ["SGNConfig"]
 
 #: How :meth:`SGNConfig.to_dict` records a callable preconditioner.
 CUSTOM_PRECONDITIONER = "custom"
-
-#: The preconditioners :class:`sgn_theano.SGN` names.
-PRECONDITIONERS = ("jacobi", *DIAGONAL_ESTIMATORS)
 
 #: (low, high, low_open, high_open) of each float option whose range is fixed.
 FLOAT_RANGES = {
@@ -39,6 +36,7 @@ FLOAT_RANGES = {
     "curvature_fraction": (0.0, 1.0, True, False),
     "preconditioner_decay": (0.0, 1.0, False, True),
     "preconditioner_exponent": (0.0, 1.0, False, False),
+    "kfac_decay": (0.0, 1.0, False, True),
 }
 
 
@@ -68,16 +66,20 @@ class SGNConfig(Mapping):
     learning_rate: float = 1.0
     rejection_threshold: float = 0.0
     momentum: float = 0.0
-    preconditioner: Literal["jacobi", "gradient_squares", "hutchinson"] | Callable | None = None
+    preconditioner: (Literal["jacobi", "gradient_squares", "hutchinson", "kfac"] | Callable
+                     | None) = None
     preconditioner_decay: float = 0.99
     preconditioner_exponent: float = 0.75
     preconditioner_epsilon: float | None = None
+    kfac_decay: float = 0.95
+    kfac_inverse_interval: int = 10
     warm_start: float = 0.0
     model_momentum: bool = False
     curvature_fraction: float = 0.1
 
     def __post_init__(self):
-        checked = {"max_cg_iters": check_integer("max_cg_iters", self.max_cg_iters, low=1)}
+        checked = {name: check_integer(name, getattr(self, name), low=1)
+                   for name in ("max_cg_iters", "kfac_inverse_interval")}
         for name, (low, high, low_open, high_open) in FLOAT_RANGES.items():
             checked[name] = check_float(name, getattr(self, name), low=low, high=high,
                                         low_open=low_open, high_open=high_open)
@@ -105,7 +107,7 @@ class SGNConfig(Mapping):
         preconditioner = self.preconditioner
         if not (preconditioner is None or callable(preconditioner)
                 or isinstance(preconditioner, str) and preconditioner in PRECONDITIONERS):
-            raise TypeError(f"`preconditioner` must be one of {PRECONDITIONERS}, a callable "
+            raise TypeError(f"`preconditioner` must be one of {tuple(PRECONDITIONERS)}, a callable "
                             f"list -> list, or None, got {preconditioner!r}.")
 
     def _checked_decay_steps(self) -> int | None:
@@ -131,7 +133,20 @@ class SGNConfig(Mapping):
     @property
     def averages_diagonal(self) -> bool:
         """Whether the preconditioner averages a diagonal estimate over steps."""
-        return isinstance(self.preconditioner, str) and self.preconditioner in DIAGONAL_ESTIMATORS
+        return self.named_preconditioner is not None and self.named_preconditioner.averages_diagonal
+
+    @property
+    def kronecker_factored(self) -> bool:
+        """Whether the preconditioner keeps Kronecker factors (``"kfac"``)."""
+        return (self.named_preconditioner is not None
+                and self.named_preconditioner.kronecker_factored)
+
+    @property
+    def named_preconditioner(self):
+        """The :class:`sgn_theano.preconditioning.registry.Preconditioner` of a named
+        ``preconditioner``, else ``None``."""
+        chosen = self.preconditioner
+        return PRECONDITIONERS[chosen] if isinstance(chosen, str) else None
 
     @property
     def evaluates_loss_after(self) -> bool:

@@ -8,6 +8,7 @@ import numpy as np
 import pytensor
 from pytensor.compile.sharedvalue import SharedVariable
 
+from sgn_theano.preconditioning.layer_detection import LayerMap
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.updates import shared_zeros_like
 
@@ -32,12 +33,22 @@ class SGNState:
     diagonal: list[SharedVariable]  # the averaged curvature diagonal (an estimator)
     diagonal_count: SharedVariable | None  # shape=(), dtype=int64: estimates averaged
     previous_update: list[SharedVariable]  # the last accepted update (model_momentum)
+    factors: list[SharedVariable]  # K-FAC's averaged A_1, S_1, A_2, S_2, ... (kfac)
+    factor_count: SharedVariable | None  # shape=(), dtype=int64: factor estimates averaged
+    factor_inverses: list[SharedVariable]  # the damped inverses of `factors`, refreshed
 
     @classmethod
-    def create(cls, params: list[SharedVariable], config: SGNConfig, dtype: str) -> SGNState:
+    def create(cls, params: list[SharedVariable], config: SGNConfig, dtype: str,
+               layers: LayerMap | None = None) -> SGNState:
         """Fresh state: the given parameters, ``config.damping``, zero counters and
-        buffers."""
-        use_momentum, averages = config.momentum > 0, config.averages_diagonal
+        buffers, and identity inverses of K-FAC's factors for the ``layers`` found
+        (:func:`sgn_theano.preconditioning.layer_detection.find_layers`; needed with
+        ``preconditioner="kfac"``, whose other parameters get a diagonal)."""
+        use_momentum = config.momentum > 0
+        diagonal_params = (params if config.averages_diagonal
+                           else layers.diagonal if config.kronecker_factored else [])
+        shapes = [shape for layer in (layers.layers if config.kronecker_factored else [])
+                  for shape in layer.factor_shapes]
         return cls(
             params=params,
             damping=pytensor.shared(np.asarray(config.damping, dtype), name="damping"),
@@ -47,11 +58,16 @@ class SGNState:
                             if use_momentum else None),
             direction=([shared_zeros_like(p, "direction") for p in params]
                        if config.warm_start > 0 else []),
-            diagonal=[shared_zeros_like(p, "diagonal") for p in params] if averages else [],
+            diagonal=[shared_zeros_like(p, "diagonal") for p in diagonal_params],
             diagonal_count=(pytensor.shared(np.int64(0), name="diagonal_count")
-                            if averages else None),
+                            if diagonal_params else None),
             previous_update=([shared_zeros_like(p, "previous_update") for p in params]
                              if config.model_momentum else []),
+            factors=[pytensor.shared(np.zeros(shape, dtype), name="factor") for shape in shapes],
+            factor_count=(pytensor.shared(np.int64(0), name="factor_count")
+                          if shapes else None),
+            factor_inverses=[pytensor.shared(np.eye(shape[0], dtype=dtype),
+                                             name="factor_inverse") for shape in shapes],
         )
 
     def roles(self) -> dict[str, list[SharedVariable]]:

@@ -28,12 +28,12 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.compat import isfinite
-from sgn_theano.curvature import gauss_newton_operator
-from sgn_theano.curvature_diagonal import gradient_squares, hutchinson_diagonal
+from sgn_theano.curvature import gauss_newton_operator, loss_hessian_operator
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
 from sgn_theano.line_search import armijo_backtracking
-from sgn_theano.preconditioners import curvature_preconditioner
+from sgn_theano.preconditioning.layer_detection import LayerMap
+from sgn_theano.preconditioning.registry import PreconditionerInputs, build_preconditioner
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.updates import bias_corrected_average
@@ -44,7 +44,6 @@ __all__ = [
     "StepOutputs",
     "StepSize",
     "accepted_step_updates",
-    "averaged_diagonal",
     "build_step",
     "choose_step_size",
     "curvature_product",
@@ -221,48 +220,22 @@ def right_hand_side(gradients: Blocks, gradient_finite: TensorVariable, state: S
 
 def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config: SGNConfig,
                      early_exit: bool, sum_products: Callable[[Blocks], Blocks] | None = None,
-                     diagonal: Blocks | None = None) -> CGResult:
+                     preconditioner: Callable[[Blocks], Blocks] | None = None) -> CGResult:
     """CG on :math:`(G + \\rho I) d = b` with the options of ``config``: the tolerance
     relative to :math:`\\lVert b \\rVert`, the warm start from the last accepted
-    direction, and the preconditioner (from ``diagonal``, :func:`averaged_diagonal`'s,
-    for an estimator); ``sum_products`` as in :func:`gauss_newton_direction`."""
+    direction, and ``preconditioner`` (:func:`sgn_theano.preconditioning.registry.
+    build_preconditioner`'s); ``sum_products`` as in :func:`gauss_newton_direction`."""
     rho, dtype = state.damping, state.damping.dtype
     x0 = None
     if state.direction:
         decay = pt.constant(config.warm_start, dtype=dtype)
         x0 = [decay * previous for previous in state.direction]
-    preconditioner = config.preconditioner
-    if isinstance(preconditioner, str):
-        floor = (rho if config.preconditioner_epsilon is None
-                 else pt.constant(config.preconditioner_epsilon, dtype))
-        squares = [b * b for b in rhs] if preconditioner == "jacobi" else diagonal
-        preconditioner = curvature_preconditioner(squares, floor,
-                                                  exponent=config.preconditioner_exponent)
     tolerance = pt.constant(config.cg_tol, dtype=dtype) * pt.sqrt(dot(rhs, rhs))
     return gauss_newton_direction(
         loss, params, outputs, rhs, rho, max_cg_iters=config.max_cg_iters, cg_tol=tolerance,
         x0=x0, preconditioner=preconditioner, progress_tol=config.cg_progress_tol,
         early_exit=early_exit, sum_products=sum_products,
     )
-
-
-def averaged_diagonal(gradients: Blocks, gradient_finite: TensorVariable,
-                      product: Callable[[Blocks], Blocks], probe: Blocks | None,
-                      state: SGNState, config: SGNConfig) -> tuple[Blocks | None, OrderedDict]:
-    """The preconditioner's curvature diagonal: this step's estimate
-    (:mod:`sgn_theano.curvature_diagonal`; ``product`` is :math:`v \\mapsto G v` on the
-    curvature rows, ``probe`` Hutchinson's :math:`v`) averaged with the earlier ones by
-    :func:`sgn_theano.updates.bias_corrected_average`, and the updates of the average.
-    ``(None, {})`` for a preconditioner that keeps no diagonal."""
-    if not config.averages_diagonal:
-        return None, OrderedDict()
-    if config.preconditioner == "hutchinson":
-        estimate = hutchinson_diagonal(product, probe)
-    else:
-        estimate = gradient_squares(gradients)
-    keep = gradient_finite & isfinite(sum(pt.sum(block) for block in estimate))
-    return bias_corrected_average(state.diagonal, state.diagonal_count, estimate,
-                                  config.preconditioner_decay, keep)
 
 
 def model_momentum_update(direction: Blocks, gradients: Blocks, damped_curvature: TensorVariable,
@@ -410,8 +383,8 @@ def accepted_step_updates(state: SGNState, status: TensorVariable, step_size: Te
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                config: SGNConfig, early_exit: bool,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
-               parallel: DataParallel | None = None, probe: Blocks | None = None,
-               ) -> tuple[StepOutputs, OrderedDict]:
+               parallel: DataParallel | None = None, probe=None,
+               layers: LayerMap | None = None) -> tuple[StepOutputs, OrderedDict]:
     """The outputs and updates of one SGN step: the stages of this module in order.
 
     ``curvature`` is the ``(loss, outputs)`` pair of a curvature mini-batch
@@ -425,8 +398,10 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     (weighted by shard size); everything computed from them is then the same on every
     process, which takes the step one process would take on the whole batch.
 
-    ``probe`` is Hutchinson's :math:`v` (blocks shaped like the parameters) for
-    ``preconditioner="hutchinson"``.
+    ``probe`` is the Rademacher probe a named preconditioner takes
+    (:mod:`sgn_theano.preconditioning.registry`): Hutchinson's :math:`v`, blocks shaped
+    like the parameters, or K-FAC's :math:`\\epsilon`, shaped like the curvature
+    outputs; ``layers`` are K-FAC's layers, found in the curvature outputs' graph.
     """
     params, rho = state.params, state.damping
     curvature_loss, curvature_outputs = curvature or (loss, outputs)
@@ -440,11 +415,14 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     gradient_finite = isfinite(loss) & isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
     product = curvature_product(curvature_loss, curvature_outputs, params, sum_products)
-    diagonal, diagonal_updates = averaged_diagonal(gradients, gradient_finite, product, probe,
-                                                   state, config)
-    updates.update(diagonal_updates)
+    preconditioner, preconditioner_updates = build_preconditioner(PreconditionerInputs(
+        params, gradients, gradient_finite, rhs, product, rho, state, config, probe=probe,
+        curvature=(curvature_loss, curvature_outputs,
+                   loss_hessian_operator(curvature_loss, curvature_outputs)),
+        layers=layers, total=sum_products))
+    updates.update(preconditioner_updates)
     solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
-                                early_exit, sum_products, diagonal)
+                                early_exit, sum_products, preconditioner)
     direction = solution.x
     damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
     if config.model_momentum:

@@ -212,6 +212,10 @@ SCENARIOS = {
                                           model_momentum=True),
     "gradient-squares": lambda mode: same_steps(mode, halves,
                                                 preconditioner="gradient_squares"),
+    # K-FAC's factors are summed over the processes, and each cuts its probe's rows from
+    # one draw for the whole batch
+    "kfac": lambda mode: same_steps(mode, unequal, preconditioner="kfac",
+                                    kfac_inverse_interval=2),
     "errors": collective_errors,
     "state": state_round_trip,
     "curvature": curvature_rows_per_shard,

@@ -217,7 +217,7 @@ def test_relative_progress_rule_stops_where_martens_rule_says():
 
 
 def test_diagonal_preconditioner_matches_reference_pcg():
-    from sgn_theano.preconditioners import diagonal_preconditioner
+    from sgn_theano.preconditioning.diagonal import diagonal_preconditioner
     rng = np.random.default_rng(7)
     a, b = spd(rng, condition=1e2), rng.standard_normal(N)
     scale, damping = rng.standard_normal(N), 0.1
@@ -304,7 +304,7 @@ def test_loop_body_vector_work_does_not_grow_with_the_blocks(n_blocks):
     from pytensor.scan.op import Scan
     from pytensor.tensor.math import Dot
 
-    from sgn_theano.preconditioners import diagonal_preconditioner
+    from sgn_theano.preconditioning.diagonal import diagonal_preconditioner
     rhs = [pt.vector(f"b{i}", dtype="float64") for i in range(n_blocks)]
     precondition = diagonal_preconditioner(rhs, pt.constant(0.1))
     result = conjugate_gradient(lambda v: [2.0 * block for block in v], rhs, max_iters=10,

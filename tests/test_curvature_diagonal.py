@@ -10,12 +10,12 @@ from conftest import (TEST_MODE, assert_resumes_exactly, build_problem, dense_ga
 
 from sgn_theano import SGN
 from sgn_theano.curvature import gauss_newton_product
-from sgn_theano.curvature_diagonal import (
+from sgn_theano.preconditioning.curvature_diagonal import (
     gradient_squares,
     hutchinson_diagonal,
     rademacher_probe,
 )
-from sgn_theano.preconditioners import curvature_preconditioner
+from sgn_theano.preconditioning.diagonal import curvature_preconditioner
 
 DAMPING = 0.5
 SIZES = (2, 3, 2)  # 17 parameters

@@ -40,8 +40,8 @@ def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
 @NEEDS_MPI
 @pytest.mark.slow  # every scenario compiles SGN steps in C in two processes: minutes
 @pytest.mark.parametrize("mode_name, scenarios", [
-    ("C", ["equal-shards", "unequal-shards", "estimators", "gradient-squares", "errors",
-           "state", "curvature", "train-resume", "first-order"]),
+    ("C", ["equal-shards", "unequal-shards", "estimators", "gradient-squares", "kfac",
+           "errors", "state", "curvature", "train-resume", "first-order"]),
     ("NUMBA", ["unequal-shards", "errors"]),
 ])
 def test_two_processes_take_the_steps_of_one_on_the_whole_batch(mode_name, scenarios):

@@ -79,7 +79,10 @@ SETTING_CASES = [
      "`damping_decay_steps` must be an integer"),
     ("`preconditioner` neither a known name nor callable", {"preconditioner": "adam"},
      TypeError, "`preconditioner` must be one of \\('jacobi', 'gradient_squares', "
-     "'hutchinson'\\), a callable"),
+     "'hutchinson', 'kfac'\\), a callable"),
+    ("`kfac_decay` outside [0, 1)", {"kfac_decay": 1.0}, ValueError, "`kfac_decay`"),
+    ("`kfac_inverse_interval` below 1", {"kfac_inverse_interval": 0}, ValueError,
+     "`kfac_inverse_interval` must be >= 1"),
     ("`preconditioner_decay` outside [0, 1)", {"preconditioner_decay": 1.0}, ValueError,
      "`preconditioner_decay`"),
     ("`preconditioner_exponent` outside [0, 1]", {"preconditioner_exponent": 2.0}, ValueError,

@@ -102,7 +102,7 @@ def curvature_preconditioner(
         (M r)_j = \\frac{r_j}{(D_j + \\rho)^{a}}
 
     with :math:`D` an estimate of :math:`\\operatorname{diag}(G)` (or of the
-    gradient's second moment; :mod:`sgn_theano.curvature_diagonal`). :math:`a = 1` is
+    gradient's second moment; :mod:`sgn_theano.preconditioning.curvature_diagonal`). :math:`a = 1` is
     Jacobi's preconditioner for :math:`G + \\rho I`; Martens (2010) takes
     :math:`a = 3/4`, which trusts a noisy :math:`D` less.
 

@@ -26,13 +26,11 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
-__all__ = ["DIAGONAL_ESTIMATORS", "PROBE_KEY", "gradient_squares", "hutchinson_diagonal",
+__all__ = ["PROBE_KEY", "gradient_squares", "hutchinson_diagonal",
            "rademacher_probe"]
 
 Blocks = list[TensorVariable]
 
-#: The ``preconditioner`` names of :class:`sgn_theano.SGN` that average an estimate.
-DIAGONAL_ESTIMATORS = ("gradient_squares", "hutchinson")
 #: The key of the probes' random stream (with the step count).
 PROBE_KEY = 0x5C9
 

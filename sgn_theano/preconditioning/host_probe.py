@@ -1,0 +1,81 @@
+"""The random probe a named preconditioner takes, drawn on the host from the step count.
+
+Hutchinson's diagonal needs a Rademacher vector shaped like the parameters; K-FAC's
+output factor a Rademacher array shaped like the curvature rows' outputs
+(:mod:`sgn_theano.preconditioning.registry` says which). Both come into the compiled
+step as inputs, drawn by :func:`sgn_theano.preconditioning.curvature_diagonal.
+rademacher_probe` from the step count alone: a resumed run draws what the uninterrupted
+one drew, and the processes of a data-parallel step cut their rows from one draw for
+the whole batch, so that they draw what one process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode
+from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.block_layout import BlockLayout
+from sgn_theano.preconditioning.curvature_diagonal import rademacher_probe
+
+__all__ = ["HostProbe"]
+
+
+class HostProbe:
+    """The probe input of an SGN step, if its preconditioner takes one.
+
+    Parameters
+    ----------
+    config : sgn_theano.sgn_config.SGNConfig
+    params : list of shared variables
+    outputs : TensorVariable
+        The network outputs, shape ``(B, ...)``.
+    inputs : list of TensorVariable
+        The step's batch inputs, the first arrays :meth:`arrays` is given.
+    dtype : str
+
+    Attributes
+    ----------
+    inputs : list of TensorVariable
+        The step function's probe input (one, or none).
+    symbolic : list of TensorVariable, TensorVariable or None
+        The probe in the step's graph: blocks shaped like the parameters, or a tensor
+        shaped like the outputs.
+    """
+
+    def __init__(self, config, params: Sequence, outputs: TensorVariable,
+                 inputs: Sequence[TensorVariable], dtype: str):
+        named = config.named_preconditioner
+        self.kind = named.probe if named is not None else None
+        self.dtype, self.inputs, self.symbolic = dtype, [], None
+        if self.kind == "parameters":
+            layout = BlockLayout(params)
+            self._size = sum(layout.sizes)
+            self.inputs = [pt.vector("probe", dtype=dtype, shape=(self._size,))]
+            self.symbolic = layout.split(self.inputs[0])
+        elif self.kind == "outputs":
+            self.inputs = [pt.tensor("curvature_probe", dtype=dtype,
+                                     shape=(None,) * outputs.type.ndim)]
+            self.symbolic = self.inputs[0]
+            self._batch_inputs = list(inputs)
+            self._trailing_shape = pytensor.function(
+                self._batch_inputs, outputs.shape[1:], on_unused_input="ignore",
+                mode=Mode(linker="py", optimizer="fast_compile"))
+
+    def arrays(self, batch: Sequence[np.ndarray], step: int, offset: int, rows: int,
+               total: int) -> list[np.ndarray]:
+        """The probe of step ``step`` for this process: ``[]``, the parameters' probe,
+        or rows ``[offset, offset + rows)`` of the outputs' probe for ``total`` curvature
+        rows (``batch``, the checked arrays, gives the outputs' trailing shape)."""
+        if self.kind == "parameters":
+            return [rademacher_probe(self._size, step, self.dtype)]
+        if self.kind == "outputs":
+            first = [array[:1] if np.ndim(array) else array
+                     for array in batch[:len(self._batch_inputs)]]
+            trailing = tuple(int(size) for size in self._trailing_shape(*first))
+            return [rademacher_probe((total, *trailing), step, self.dtype)[offset:offset + rows]]
+        return []

@@ -1,0 +1,208 @@
+"""Kronecker-factored curvature (K-FAC) as the preconditioner of SGN's CG.
+
+For a layer :math:`s = a W + b` (:mod:`sgn_theano.preconditioning.layer_detection`),
+stack :math:`[W; b]` as one :math:`(d_{in} + 1) \\times d_{out}` block and append a 1
+to :math:`a`. With :math:`m` curvature rows, the Gauss-Newton block of the mean loss is
+
+.. math::
+
+    G_{W} = \\frac1m \\sum_i a_i a_i^\\top \\otimes J_{s,i}^\\top H_i J_{s,i}
+    \\approx A \\otimes S, \\qquad
+    A = \\frac1m \\sum_i a_i a_i^\\top, \\quad
+    S = \\frac1m \\sum_i J_{s,i}^\\top H_i J_{s,i}
+
+(Martens and Grosse 2015), with :math:`H_i` the Hessian of row :math:`i`'s loss in
+its outputs and :math:`J_{s,i}` the Jacobian of its outputs in :math:`s`. A
+convolution's patches at every position are rows of :math:`a` and the per-position
+:math:`J^\\top u` rows of :math:`S`'s sum, still divided by the examples :math:`m`
+(Grosse and Martens 2016): :math:`A` is the mean over examples and positions.
+
+:math:`S` is estimated without forming :math:`H_i`, for any loss written in PyTensor:
+with a Rademacher probe :math:`\\epsilon_i` per row (:math:`\\pm 1` entries),
+:math:`x_i = J_{s,i}^\\top \\epsilon_i` and :math:`y_i = J_{s,i}^\\top H_i
+\\epsilon_i` (two backward passes on the curvature rows, the second from the output
+Hessian product SGN's :math:`G v` uses), :math:`E[x_i y_i^\\top] = J_{s,i}^\\top H_i
+J_{s,i}`; the estimate :math:`\\frac1{2m} \\sum_i (x_i y_i^\\top + y_i x_i^\\top)` is
+unbiased, symmetric, and positive semi-definite only on average: its negative
+eigenvalues are clipped when it is inverted. Averaged over steps (bias-corrected,
+decay ``kfac_decay``), the factors are inverted on the host every
+``kfac_inverse_interval`` steps with Martens and Grosse's factored Tikhonov damping,
+
+.. math::
+
+    M R = (A + \\pi \\gamma I)^{-1} R \\, (S + \\tfrac{\\gamma}{\\pi} I)^{-1}, \\qquad
+    \\gamma = \\sqrt{\\rho}, \\quad
+    \\pi = \\sqrt{\\frac{\\operatorname{tr} A / \\dim A}{\\operatorname{tr} S / \\dim S}},
+
+so each product in CG is two matrix products per layer, and nothing is recompiled.
+Parameters outside any layer get a diagonal block (averaged gradient squares,
+:func:`sgn_theano.preconditioning.diagonal.curvature_preconditioner`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import scipy.linalg
+from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.preconditioning.layer_detection import KroneckerLayer
+
+__all__ = ["KroneckerPreconditioner", "damped_inverses", "factor_statistics",
+           "refresh_factor_inverses"]
+
+Blocks = list[TensorVariable]
+
+
+def factor_statistics(layers: Sequence[KroneckerLayer], loss: TensorVariable,
+                      outputs: TensorVariable, probe: TensorVariable,
+                      hessian_product) -> Blocks:
+    """This step's factors :math:`[A_1, S_1, A_2, S_2, \\dots]` on the curvature rows.
+
+    Parameters
+    ----------
+    layers : list of KroneckerLayer
+        Found in the graph of ``outputs``.
+    loss, outputs : TensorVariable
+        The mean loss of the curvature rows, and their outputs, shape ``(m, ...)``.
+    probe : TensorVariable
+        :math:`\\epsilon`, Rademacher, shaped like ``outputs``.
+    hessian_product : callable
+        ``u -> H_L u`` of ``loss`` in ``outputs`` (the mean loss's: :math:`H_i / m` per
+        row).
+
+    Returns
+    -------
+    list of TensorVariable
+        :math:`A` of shape ``(d_in [+ 1], d_in [+ 1])`` and :math:`S` of shape
+        ``(d_out, d_out)`` per layer, in the outputs' dtype.
+    """
+    dtype = outputs.dtype
+    examples = pt.cast(outputs.shape[0], dtype)
+    preactivations = [layer.preactivations for layer in layers]
+    left = pytensor.grad(None, preactivations, known_grads={outputs: probe})
+    right = pytensor.grad(None, preactivations,
+                          known_grads={outputs: hessian_product(probe) * examples})
+    statistics = []
+    for layer, x, y in zip(layers, left, right):
+        rows = layer.inputs
+        if layer.bias is not None:
+            rows = pt.concatenate([rows, pt.ones((rows.shape[0], 1), dtype=dtype)], axis=1)
+        width = layer.shape[1]
+        x, y = x.reshape((-1, width)), y.reshape((-1, width))
+        cross = pt.dot(x.T, y)
+        statistics += [pt.dot(rows.T, rows) / pt.cast(rows.shape[0], dtype),
+                       (cross + cross.T) / (2 * examples)]
+    return statistics
+
+
+class KroneckerPreconditioner:
+    """``residual blocks -> M residual``: the Kronecker product on each layer's
+    :math:`[W; b]`, a diagonal product on every other parameter.
+
+    Parameters
+    ----------
+    params : list of shared variables
+        The order of the blocks.
+    layers : list of KroneckerLayer
+    inverses : list of shared variables
+        :math:`[(A_1 + \\pi\\gamma I)^{-1}, (S_1 + \\gamma/\\pi I)^{-1}, \\dots]`.
+    diagonal : dict
+        ``{param: weight}`` for the parameters outside the layers: ``r -> r * weight``.
+    """
+
+    def __init__(self, params: Sequence, layers: Sequence[KroneckerLayer],
+                 inverses: Sequence, diagonal: dict):
+        self.params, self.layers = list(params), list(layers)
+        self.inverses, self.diagonal = list(inverses), diagonal
+
+    def __call__(self, residual: Blocks) -> Blocks:
+        position = {param: index for index, param in enumerate(self.params)}
+        result = [None] * len(self.params)
+        for param, weight in self.diagonal.items():
+            result[position[param]] = residual[position[param]] * weight
+        for layer, input_inverse, output_inverse in zip(
+                self.layers, self.inverses[0::2], self.inverses[1::2]):
+            matrix = layer.as_matrix(residual[position[layer.weight]])
+            if layer.bias is not None:
+                matrix = pt.concatenate([matrix, residual[position[layer.bias]][None, :]])
+            product = pt.dot(pt.dot(input_inverse, matrix), output_inverse)
+            if layer.bias is not None:
+                result[position[layer.bias]] = product[-1]
+                product = product[:-1]
+            result[position[layer.weight]] = layer.as_weight(product)
+        return result
+
+
+def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
+                    damping: float) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`(A + \\pi\\gamma I)^{-1}` and :math:`(S + \\gamma/\\pi I)^{-1}`,
+    :math:`\\gamma = \\sqrt{\\rho}`, in float64 (the factored Tikhonov damping above).
+
+    :math:`A` is positive semi-definite by construction and is inverted through its
+    Cholesky factor; :math:`S`'s estimate may have small negative eigenvalues, which its
+    eigen-decomposition clips to zero. A zero trace (a layer no row reached) counts as
+    a unit one, so :math:`\\pi` stays finite.
+    """
+    input_factor = np.asarray(input_factor, dtype=np.float64)
+    output_factor = np.asarray(output_factor, dtype=np.float64)
+    input_scale = np.trace(input_factor) / len(input_factor) or 1.0
+    output_scale = max(np.trace(output_factor) / len(output_factor), 0.0) or 1.0
+    ratio = np.sqrt(input_scale / output_scale)
+    gamma = np.sqrt(max(damping, 0.0)) or np.finfo(np.float32).eps
+    return (_cholesky_inverse(input_factor, ratio * gamma),
+            _clipped_inverse(output_factor, gamma / ratio))
+
+
+def _cholesky_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
+    """:math:`(X + s I)^{-1}` of a positive semi-definite :math:`X`, by Cholesky;
+    by the clipped eigen-decomposition where rounding makes it fail."""
+    try:
+        factor = scipy.linalg.cho_factor(matrix + shift * np.eye(len(matrix)), lower=True)
+    except np.linalg.LinAlgError:
+        return _clipped_inverse(matrix, shift)
+    return scipy.linalg.cho_solve(factor, np.eye(len(matrix)))
+
+
+def _clipped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
+    """:math:`(X_+ + s I)^{-1}`, :math:`X_+` the symmetric :math:`X` with its negative
+    eigenvalues set to zero."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors / (np.maximum(values, 0.0) + shift)) @ vectors.T
+
+
+def refresh_factor_inverses(state, config) -> bool:
+    """Recompute the damped inverses of the averaged factors where a refresh is due.
+
+    After the first step that averaged a factor estimate, and then every
+    ``config.kfac_inverse_interval`` steps: the bias-corrected averages
+    :math:`\\hat A = A_t / (1 - \\beta^t)` (likewise :math:`\\hat S`) are inverted by
+    :func:`damped_inverses` with the damping of the next step, and stored in
+    ``state.factor_inverses`` in the model's dtype.
+
+    Parameters
+    ----------
+    state : sgn_theano.sgn_state.SGNState
+    config : sgn_theano.sgn_config.SGNConfig
+
+    Returns
+    -------
+    bool
+        Whether the inverses were refreshed.
+    """
+    count = int(state.factor_count.get_value())
+    steps = int(state.step_count.get_value())
+    if count == 0 or (steps - 1) % config.kfac_inverse_interval:
+        return False
+    correction = 1 - config.kfac_decay ** count
+    damping = float(state.damping.get_value())
+    factors, inverses = state.factors, state.factor_inverses
+    for index in range(0, len(factors), 2):
+        pair = damped_inverses(factors[index].get_value() / correction,
+                               factors[index + 1].get_value() / correction, damping)
+        for inverse, value in zip(inverses[index:index + 2], pair):
+            inverse.set_value(value.astype(state.damping.dtype))
+    return True
