@@ -42,7 +42,9 @@ from sgn_theano.validation import check_computed_from, check_loss, check_matchin
 
 __all__ = [
     "HESSIAN_PRODUCT_TAG",
+    "HESSIAN_ROOT_TAG",
     "attach_hessian_product",
+    "attach_hessian_root",
     "curvature_batch",
     "curvature_rows",
     "first_rows",
@@ -51,6 +53,7 @@ __all__ = [
     "jacobian_vector_product",
     "loss_hessian_operator",
     "loss_hessian_product",
+    "loss_hessian_root",
     "vector_jacobian_product",
 ]
 
@@ -58,6 +61,13 @@ __all__ = [
 #: carries its closed-form output Hessian product: a pair ``(outputs, product)`` with
 #: ``product(u) = H_L u`` for that exact ``outputs`` variable.
 HESSIAN_PRODUCT_TAG = "output_hessian_product"
+#: Likewise, a square root of the per-row output Hessians: ``(outputs, root)`` with
+#: ``root(e)`` shaped like ``outputs``, row :math:`i` equal to :math:`R_i e_i` where
+#: :math:`R_i R_i^\top = H_i`, the Hessian of row :math:`i`'s loss (the mean loss's
+#: times the rows), so that :math:`E[\text{root}(e)_i \text{root}(e)_i^\top] = H_i`
+#: for a Rademacher :math:`e` (K-FAC's output factor:
+#: :mod:`sgn_theano.preconditioning.kronecker_factored`).
+HESSIAN_ROOT_TAG = "output_hessian_root"
 
 
 def attach_hessian_product(
@@ -73,6 +83,26 @@ def attach_hessian_product(
     """
     setattr(loss.tag, HESSIAN_PRODUCT_TAG, (outputs, product))
     return loss
+
+
+def attach_hessian_root(
+    loss: TensorVariable,
+    outputs: TensorVariable,
+    root: Callable[[TensorVariable], TensorVariable],
+) -> TensorVariable:
+    """Record a closed-form square root of the per-row output Hessians on ``loss``
+    (:data:`HESSIAN_ROOT_TAG`), used by :func:`loss_hessian_root` for this very
+    ``outputs`` only."""
+    setattr(loss.tag, HESSIAN_ROOT_TAG, (outputs, root))
+    return loss
+
+
+def loss_hessian_root(loss: TensorVariable, outputs: TensorVariable
+                      ) -> Callable[[TensorVariable], TensorVariable] | None:
+    """The square root recorded on ``loss`` for ``outputs`` (:data:`HESSIAN_ROOT_TAG`),
+    or ``None``: a loss written by hand has none."""
+    recorded = getattr(loss.tag, HESSIAN_ROOT_TAG, None)
+    return recorded[1] if recorded is not None and recorded[0] is outputs else None
 
 
 def _as_list(variables) -> list:
@@ -317,18 +347,23 @@ def curvature_batch(
     # by rows of another length (a strict rebuild would assert the old static shape).
     sub_loss, sub_outputs = clone_replace([loss, outputs], replace=dict(rows),
                                           rebuild_strict=False)
-    recorded = getattr(loss.tag, HESSIAN_PRODUCT_TAG, None)
-    if recorded is not None and recorded[0] is outputs:
-        # The closed form is a function of the outputs alone: rebuild it on the rows'.
-        product = recorded[1]
-
-        def sub_batch_product(u):
-            # Built on a stand-in for `u`: the graph behind `u` may hold `outputs` too
-            # (a CG direction made from the whole batch's gradient), which must stay.
-            stand_in = u.type()
-            return clone_replace(product(stand_in), replace={outputs: sub_outputs,
-                                                             stand_in: u},
-                                 rebuild_strict=False)
-
-        attach_hessian_product(sub_loss, sub_outputs, sub_batch_product)
+    for tag in (HESSIAN_PRODUCT_TAG, HESSIAN_ROOT_TAG):
+        recorded = getattr(loss.tag, tag, None)
+        if recorded is not None and recorded[0] is outputs:
+            # A closed form is a function of the outputs alone: rebuilt on the rows'.
+            setattr(sub_loss.tag, tag, (sub_outputs, _on_rows(recorded[1], outputs,
+                                                              sub_outputs)))
     return sub_loss, sub_outputs
+
+
+def _on_rows(closed_form: Callable, outputs: TensorVariable, sub_outputs: TensorVariable
+             ) -> Callable[[TensorVariable], TensorVariable]:
+    """``closed_form`` (a function of ``outputs``) rebuilt on ``sub_outputs``."""
+    def on_rows(u):
+        # Built on a stand-in for `u`: the graph behind `u` may hold `outputs` too (a CG
+        # direction made from the whole batch's gradient), which must stay.
+        stand_in = u.type()
+        return clone_replace(closed_form(stand_in), replace={outputs: sub_outputs,
+                                                             stand_in: u},
+                             rebuild_strict=False)
+    return on_rows

@@ -12,7 +12,7 @@ import pytensor.tensor as pt
 from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.curvature import attach_hessian_product
+from sgn_theano.curvature import attach_hessian_product, attach_hessian_root
 
 __all__ = ["binary_cross_entropy", "softmax_cross_entropy", "squared_error"]
 
@@ -66,6 +66,12 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
         weighted = probabilities * u
         return (weighted - probabilities * weighted.sum(axis=1, keepdims=True)) / batch
 
+    def hessian_root(e):
+        # R e = sqrt(p) e - p (sqrt(p) . e): R R^T = diag(p) - p p^T, as sum(p) = 1
+        scaled = pt.sqrt(probabilities) * e
+        return scaled - probabilities * scaled.sum(axis=1, keepdims=True)
+
+    attach_hessian_root(loss, logits, hessian_root)
     return attach_hessian_product(loss, logits, hessian_product)
 
 
@@ -87,6 +93,7 @@ def squared_error(outputs: TensorVariable, targets: TensorVariable) -> TensorVar
     batch = _batch_size(outputs)
     half = pt.constant(0.5, dtype=outputs.dtype)
     loss = half * pt.sum(pt.sqr(outputs - targets)) / batch
+    attach_hessian_root(loss, outputs, lambda e: e)
     return attach_hessian_product(loss, outputs, lambda u: u / batch)
 
 
@@ -110,6 +117,7 @@ def binary_cross_entropy(logits: TensorVariable, targets: TensorVariable) -> Ten
     loss = pt.sum(pt.softplus(logits) - targets * logits) / batch
     probabilities = pt.sigmoid(logits)
     one = pt.constant(1.0, dtype=logits.dtype)
+    attach_hessian_root(loss, logits, lambda e: pt.sqrt(probabilities * (one - probabilities)) * e)
     return attach_hessian_product(
         loss, logits, lambda u: probabilities * (one - probabilities) * u / batch
     )

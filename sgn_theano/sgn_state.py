@@ -44,6 +44,9 @@ class SGNState:
         buffers, and identity inverses of K-FAC's factors for the ``layers`` found
         (:func:`sgn_theano.preconditioning.layer_detection.find_layers`; needed with
         ``preconditioner="kfac"``, whose other parameters get a diagonal)."""
+        if config.kronecker_factored and layers is None:
+            raise ValueError("`layers` (find_layers of the curvature outputs) are needed for "
+                             "preconditioner='kfac'.")
         use_momentum = config.momentum > 0
         diagonal_params = (params if config.averages_diagonal
                            else layers.diagonal if config.kronecker_factored else [])

@@ -28,7 +28,7 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.block_layout import static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.compat import isfinite
-from sgn_theano.curvature import gauss_newton_operator, loss_hessian_operator
+from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
 from sgn_theano.line_search import armijo_backtracking
@@ -49,6 +49,7 @@ __all__ = [
     "curvature_product",
     "found_curvature",
     "gauss_newton_direction",
+    "loss_and_gradients",
     "model_momentum_update",
     "next_damping",
     "rejection_status",
@@ -380,6 +381,21 @@ def accepted_step_updates(state: SGNState, status: TensorVariable, step_size: Te
     return updates
 
 
+def loss_and_gradients(loss: TensorVariable, params: Sequence, parallel: DataParallel | None
+                       ) -> tuple[TensorVariable, Blocks, Callable | None, Callable | None]:
+    """The loss and gradient of the whole batch, and the sums of a data-parallel step.
+
+    Returns ``(loss, gradients, sum_products, total)``: with ``parallel``, the loss and
+    gradient summed over the processes from this shard's mean ``loss``, the sum of
+    curvature products (:meth:`~sgn_theano.data_parallel.DataParallel.curvature_sum`) and
+    of a scalar (:meth:`~sgn_theano.data_parallel.DataParallel.total`); without,
+    ``loss``, its gradient and ``None`` twice."""
+    if parallel is None:
+        return loss, pytensor.grad(loss, params), None, None
+    loss, gradients = parallel.loss_and_gradients(loss, params)
+    return loss, gradients, parallel.curvature_sum, parallel.total
+
+
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                config: SGNConfig, early_exit: bool,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
@@ -406,20 +422,13 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     params, rho = state.params, state.damping
     curvature_loss, curvature_outputs = curvature or (loss, outputs)
     shard_loss = loss
-    if parallel is None:
-        gradients = pytensor.grad(loss, params)
-        sum_products = total = None
-    else:
-        loss, gradients = parallel.loss_and_gradients(shard_loss, params)
-        sum_products, total = parallel.curvature_sum, parallel.total
+    loss, gradients, sum_products, total = loss_and_gradients(loss, params, parallel)
     gradient_finite = isfinite(loss) & isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
     product = curvature_product(curvature_loss, curvature_outputs, params, sum_products)
     preconditioner, preconditioner_updates = build_preconditioner(PreconditionerInputs(
         params, gradients, gradient_finite, rhs, product, rho, state, config, probe=probe,
-        curvature=(curvature_loss, curvature_outputs,
-                   loss_hessian_operator(curvature_loss, curvature_outputs)),
-        layers=layers, total=sum_products))
+        curvature=(curvature_loss, curvature_outputs), layers=layers, total=sum_products))
     updates.update(preconditioner_updates)
     solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
                                 early_exit, sum_products, preconditioner)

@@ -70,7 +70,7 @@ def sub_batch_direction(problem, batch, rows, rhs=None):
 
 
 EXACT = dict(max_cg_iters=60, cg_tol=0.0, damping=DAMPING, trust_region=False,
-             line_search=False, mode=TEST_MODE)
+             line_search=False, preconditioner=None, mode=TEST_MODE)
 
 
 @pytest.mark.parametrize("what, loss_name, build, fraction, rows", PROBLEMS,
@@ -104,15 +104,16 @@ def test_updates_function_solves_with_the_sub_batch_matrix(what, loss_name, buil
                                0.5 * direction, rtol=1e-7, atol=1e-10)
 
 
-def test_warm_start_and_preconditioner_keep_the_sub_batch_solution():
+@pytest.mark.parametrize("preconditioner", ["jacobi", "kfac"])
+def test_warm_start_and_preconditioner_keep_the_sub_batch_solution(preconditioner):
     # Exact CG finds the same solution from any start and with any SPD preconditioner:
-    # on the second step the warm start and the Jacobi preconditioner are both in play.
+    # on the second step the warm start and the preconditioner are both in play.
     problem = build_problem("softmax_cross_entropy", "tanh", "float64", sizes=SIZES)
     loss, outputs, params, inputs = problem
     batches = [make_batch("softmax_cross_entropy", "float64", batch=BATCH, features=2,
                           classes=2, seed=seed) for seed in (0, 1)]
     optimizer = SGN(loss, params, outputs, inputs, curvature_fraction=0.3, warm_start=0.5,
-                    preconditioner="jacobi", **EXACT)
+                    **{**EXACT, "preconditioner": preconditioner})
     optimizer.step(*batches[0])
     direction, _ = sub_batch_direction(problem, batches[1], 3)
     before = flatten(p.get_value() for p in params)
@@ -192,7 +193,8 @@ def test_symbolic_rows_match_the_python_rows():
         assert list(compiled(batch_size)) == [curvature_rows(f, batch_size) for f in fractions]
 
 
-def test_inputs_with_a_static_batch_size_take_the_same_step():
+@pytest.mark.parametrize("preconditioner", [None, "kfac"])
+def test_inputs_with_a_static_batch_size_take_the_same_step(preconditioner):
     batch = make_batch("squared_error", "float64", batch=BATCH, features=2, classes=2)
     changes = []
     for shape in ((None, 2), (BATCH, 2)):
@@ -200,7 +202,8 @@ def test_inputs_with_a_static_batch_size_take_the_same_step():
         outputs, params = mlp(x, SIZES, activation="tanh", seed=0, dtype="float64")
         loss = 0.5 * pt.mean(pt.sum((outputs - y) ** 2, axis=1))
         before = flatten(p.get_value() for p in params)
-        SGN(loss, params, outputs, [x, y], curvature_fraction=0.3, **EXACT).step(*batch)
+        SGN(loss, params, outputs, [x, y], curvature_fraction=0.3,
+            **{**EXACT, "preconditioner": preconditioner}).step(*batch)
         changes.append(flatten(p.get_value() for p in params) - before)
     np.testing.assert_allclose(changes[1], changes[0], rtol=1e-12)
     assert np.abs(changes[0]).max() > 0

@@ -165,7 +165,8 @@ def test_model_momentum_minimizes_the_model_on_the_span(what):
     loss, outputs, params, inputs = problem
     batches = [make_batch("softmax_cross_entropy", "float64", features=2, classes=2, seed=s)
                for s in (0, 1)]
-    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, model_momentum=True, **FIXED)
+    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, model_momentum=True,
+                    preconditioner=None, **FIXED)
     previous = np.zeros(0)
     for step, batch in enumerate(batches):
         matrix, gradient = _dense(problem, batch)

@@ -7,11 +7,13 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.gradient import jacobian
 from conftest import TEST_MODE, assert_resumes_exactly, dense_gauss_newton, flatten
 
 from sgn_theano import SGN
 from sgn_theano.cg import conjugate_gradient
-from sgn_theano.curvature import gauss_newton_product, loss_hessian_operator
+from sgn_theano import losses
+from sgn_theano.curvature import gauss_newton_product, loss_hessian_operator, loss_hessian_root
 from sgn_theano.models import cnn
 from sgn_theano.preconditioning.kronecker_factored import (
     KroneckerPreconditioner,
@@ -23,8 +25,9 @@ from sgn_theano.preconditioning.layer_detection import find_layers
 ROWS, FEATURES, HIDDEN, CLASSES = 5, 3, 4, 3
 
 
-def plain_classifier(seed=0):
-    """A tanh MLP 3-4-3 in plain PyTensor with a hand-written cross-entropy."""
+def plain_classifier(seed=0, library_loss=False):
+    """A tanh MLP 3-4-3 in plain PyTensor with a hand-written cross-entropy (or the
+    library's, which records a square root of its Hessian)."""
     rng = np.random.default_rng(seed)
     x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
     w1 = pytensor.shared(rng.normal(size=(FEATURES, HIDDEN)), name="w1")
@@ -32,7 +35,8 @@ def plain_classifier(seed=0):
     w2 = pytensor.shared(rng.normal(size=(HIDDEN, CLASSES)), name="w2")
     b2 = pytensor.shared(rng.normal(size=CLASSES) * 0.1, name="b2")
     outputs = pt.tanh(x @ w1 + b1) @ w2 + b2
-    loss = -pt.mean(pt.special.log_softmax(outputs, axis=1)[pt.arange(y.shape[0]), y])
+    loss = (losses.softmax_cross_entropy(outputs, y) if library_loss else
+            -pt.mean(pt.special.log_softmax(outputs, axis=1)[pt.arange(y.shape[0]), y]))
     return loss, outputs, [w1, b1, w2, b2], [x, y]
 
 
@@ -44,9 +48,11 @@ def batch(seed=0, rows=ROWS):
 def statistics_function(loss, outputs, params, inputs):
     layers = find_layers(outputs, params)
     probe = pt.matrix("probe", dtype="float64")
-    statistics = factor_statistics(layers.layers, loss, outputs, probe,
-                                   loss_hessian_operator(loss, outputs))
-    return layers, pytensor.function(inputs + [probe], statistics, mode=TEST_MODE)
+    statistics = factor_statistics(layers.layers, outputs, probe,
+                                   loss_hessian_operator(loss, outputs),
+                                   loss_hessian_root(loss, outputs))
+    return layers, pytensor.function(inputs + [probe], statistics, mode=TEST_MODE,
+                                     on_unused_input="ignore")  # the labels, with a root
 
 
 def exact_statistics(function, arrays, width):
@@ -57,8 +63,10 @@ def exact_statistics(function, arrays, width):
     return [np.mean(values, axis=0) for values in zip(*draws)]
 
 
-def test_factors_equal_the_per_row_dense_computations():
-    loss, outputs, params, inputs = plain_classifier()
+@pytest.mark.parametrize("library_loss", [False, True], ids=["hand-written", "library"])
+def test_factors_equal_the_per_row_dense_computations(library_loss):
+    loss, outputs, params, inputs = plain_classifier(library_loss=library_loss)
+    assert (loss_hessian_root(loss, outputs) is not None) == library_loss
     layers, function = statistics_function(loss, outputs, params, inputs)
     x, y = batch()
     w1, b1, w2, b2 = (p.get_value() for p in params)
@@ -78,6 +86,9 @@ def test_factors_equal_the_per_row_dense_computations():
         first_s += jacobian.T @ hessian @ jacobian / ROWS
         second_s += hessian / ROWS
     statistics = exact_statistics(function, [x, y], CLASSES)
+    if library_loss:  # one backward pass of R e: every draw is positive semi-definite
+        draw = function(x, y, np.random.default_rng(0).choice([-1.0, 1.0], (ROWS, CLASSES)))
+        assert min(np.linalg.eigvalsh(draw[1]).min(), np.linalg.eigvalsh(draw[3]).min()) > -1e-12
     for got, want in zip(statistics, [first_a, first_s, second_a, second_s]):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     # one draw is an unbiased estimate: its mean over many draws comes near the exact S
@@ -85,6 +96,32 @@ def test_factors_equal_the_per_row_dense_computations():
     draws = [function(x, y, rng.choice([-1.0, 1.0], size=(ROWS, CLASSES)))[1]
              for _ in range(2000)]
     np.testing.assert_allclose(np.mean(draws, axis=0), first_s, atol=0.05 * np.abs(first_s).max())
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "squared_error",
+                                  "binary_cross_entropy"])
+def test_library_losses_record_a_square_root_of_their_row_hessians(name):
+    rng = np.random.default_rng(6)
+    outputs, targets = pt.matrix("z", dtype="float64"), (
+        pt.ivector("t") if name == "softmax_cross_entropy" else pt.matrix("t", dtype="float64"))
+    loss = getattr(losses, name)(outputs, targets)
+    probe = pt.matrix("e", dtype="float64")
+    root = pytensor.function([outputs, targets, probe],
+                             loss_hessian_root(loss, outputs)(probe), mode=TEST_MODE,
+                             on_unused_input="ignore")
+    hessian = pytensor.function(
+        [outputs, targets], jacobian(pytensor.grad(loss, outputs).flatten(), outputs,
+                                     vectorize=True), mode=TEST_MODE, on_unused_input="ignore")
+    z = rng.normal(size=(2, 3))
+    t = (rng.integers(0, 3, 2).astype("int32") if name == "softmax_cross_entropy"
+         else rng.random((2, 3)))
+    dense = hessian(z, t).reshape(6, 6) * 2  # the mean loss's, times the rows
+    patterns = [np.array(signs) for signs in itertools.product((-1.0, 1.0), repeat=3)]
+    for row in range(2):
+        roots = [root(z, t, np.tile(signs, (2, 1)))[row] for signs in patterns]
+        covariance = np.mean([np.outer(r, r) for r in roots], axis=0)
+        np.testing.assert_allclose(covariance, dense[3 * row:3 * row + 3, 3 * row:3 * row + 3],
+                                   atol=1e-12)
 
 
 def test_one_linear_layer_with_squared_error_is_solved_in_one_iteration():
@@ -158,12 +195,14 @@ def test_inverses_use_factored_tikhonov_damping():
     rng = np.random.default_rng(4)
     root = rng.normal(size=(4, 4))
     a = root @ root.T
-    s = np.diag([2.0, -1e-3, 0.5])  # an estimate with a small negative eigenvalue
-    a_inverse, s_inverse = damped_inverses(a, s, 0.09)
-    ratio = np.sqrt((np.trace(a) / 4) / (np.trace(s) / 3))
-    np.testing.assert_allclose(a_inverse, np.linalg.inv(a + ratio * 0.3 * np.eye(4)))
-    np.testing.assert_allclose(s_inverse, np.diag(1 / (np.array([2.0, 0.0, 0.5])
-                                                       + 0.3 / ratio)))
+    for s, clipped in [(np.diag([2.0, -1e-3, 0.5]), np.diag([2.0, -1e-3, 0.5])),
+                       # a negative eigenvalue beyond the shift is clipped to zero
+                       (np.diag([2.0, -1.5, 2.5]), np.diag([2.0, 0.0, 2.5]))]:
+        a_inverse, s_inverse = damped_inverses(a, s, 0.09)
+        ratio = np.sqrt((np.trace(a) / 4) / (np.trace(s) / 3))
+        np.testing.assert_allclose(a_inverse, np.linalg.inv(a + ratio * 0.3 * np.eye(4)))
+        np.testing.assert_allclose(s_inverse, np.linalg.inv(clipped + 0.3 / ratio * np.eye(3)))
+        np.testing.assert_array_equal(s_inverse, s_inverse.T)
 
 
 def test_kfac_state_resumes_exactly_and_refreshes_on_schedule():

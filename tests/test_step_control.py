@@ -125,7 +125,7 @@ def test_warm_start_is_used_when_it_beats_zero(damping, warm_start_used):
     loss, outputs, params, inputs, (x, y) = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, trust_region=False,
                     line_search=False, damping=damping, warm_start=0.95,
-                    curvature_fraction=1.0, mode=TEST_MODE)
+                    curvature_fraction=1.0, preconditioner=None, mode=TEST_MODE)
     optimizer.step(x, y)
     (previous,) = optimizer.state_dict()["state"]["direction"]
     start = params[0].get_value()

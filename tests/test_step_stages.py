@@ -57,10 +57,11 @@ def test_config_records_a_callable_preconditioner_as_custom():
 
 def test_state_holds_the_roles_the_options_use(rng):
     params = shared_params(rng)
-    plain = SGNState.create(params, SGNConfig(), "float64")
+    plain = SGNState.create(params, SGNConfig(preconditioner=None), "float64")
     assert list(plain.roles()) == ["params", "damping", "step_count"]
     assert plain.momentum == [] and plain.momentum_count is None and plain.direction == []
-    full = SGNState.create(params, SGNConfig(momentum=0.9, warm_start=0.5), "float64")
+    full = SGNState.create(params, SGNConfig(momentum=0.9, warm_start=0.5,
+                                                preconditioner=None), "float64")
     roles = full.roles()
     assert list(roles) == ["params", "damping", "step_count", "momentum", "momentum_count",
                            "direction"]
@@ -96,7 +97,7 @@ def test_step_info_takes_the_outputs_by_name():
 
 def test_right_hand_side_is_the_bias_corrected_average(rng):
     params = shared_params(rng)
-    state = SGNState.create(params, SGNConfig(momentum=0.9), "float64")
+    state = SGNState.create(params, SGNConfig(momentum=0.9, preconditioner=None), "float64")
     averages = [rng.standard_normal(p.get_value().shape) for p in params]
     for m, value in zip(state.momentum, averages):
         m.set_value(value)
@@ -122,7 +123,7 @@ def test_right_hand_side_without_momentum_is_minus_the_gradient(rng):
     params = shared_params(rng)
     gradients = [pt.vector("g")]
     rhs, updates = right_hand_side(gradients, pt.as_tensor_variable(np.array(True)),
-                                   SGNState.create(params, SGNConfig(), "float64"), SGNConfig())
+                                   SGNState.create(params, SGNConfig(preconditioner=None), "float64"), SGNConfig())
     assert not updates
     np.testing.assert_array_equal(
         pytensor.function(gradients, rhs[0], mode=TEST_MODE)(np.arange(3.0)), -np.arange(3.0))
@@ -145,7 +146,7 @@ def test_trust_ratio_is_actual_over_predicted_change(threshold):
 @pytest.mark.parametrize("accepted", [True, False])
 def test_scheduled_damping_is_raised_after_a_rejected_step(rng, accepted):
     config = SGNConfig(trust_region=False, damping_schedule="linear", damping=1.0,
-                       min_damping=0.1, damping_decay_steps=9)
+                       min_damping=0.1, damping_decay_steps=9, preconditioner=None)
     state = SGNState.create(shared_params(rng), config, "float64")
     state.step_count.set_value(np.int64(2))
     rho = pt.scalar("rho", dtype="float64")

@@ -17,6 +17,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
+from pytensor.graph.replace import clone_replace
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import BlockLayout
@@ -62,8 +63,13 @@ class HostProbe:
                                      shape=(None,) * outputs.type.ndim)]
             self.symbolic = self.inputs[0]
             self._batch_inputs = list(inputs)
+            # on one row of the batch: inputs with any number of rows stand in for them
+            rows = [variable.type.clone(shape=(None, *variable.type.shape[1:]))()
+                    if variable.type.ndim else variable for variable in inputs]
+            trailing = clone_replace(outputs.shape[1:], replace=dict(zip(inputs, rows)),
+                                     rebuild_strict=False)
             self._trailing_shape = pytensor.function(
-                self._batch_inputs, outputs.shape[1:], on_unused_input="ignore",
+                rows, trailing, on_unused_input="ignore",
                 mode=Mode(linker="py", optimizer="fast_compile"))
 
     def arrays(self, batch: Sequence[np.ndarray], step: int, offset: int, rows: int,

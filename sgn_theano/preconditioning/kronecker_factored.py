@@ -17,7 +17,13 @@ convolution's patches at every position are rows of :math:`a` and the per-positi
 :math:`J^\\top u` rows of :math:`S`'s sum, still divided by the examples :math:`m`
 (Grosse and Martens 2016): :math:`A` is the mean over examples and positions.
 
-:math:`S` is estimated without forming :math:`H_i`, for any loss written in PyTensor:
+:math:`S` is estimated without forming :math:`H_i`. For the library's losses
+(:mod:`sgn_theano.losses`), which record a square root :math:`R_i R_i^\\top = H_i`,
+from one backward pass of :math:`R_i \\epsilon_i`, :math:`\\epsilon_i` a Rademacher probe
+per row (:math:`\\pm 1` entries): :math:`S \\approx \\frac1m \\sum_i x_i x_i^\\top`,
+:math:`x_i = J_{s,i}^\\top R_i \\epsilon_i`, unbiased and positive semi-definite (the
+softmax's :math:`R e = \\sqrt p \\odot e - p\\, (\\sqrt p^\\top e)` covers the
+categorical Fisher exactly). For any other loss written in PyTensor (a hand-written one),
 with a Rademacher probe :math:`\\epsilon_i` per row (:math:`\\pm 1` entries),
 :math:`x_i = J_{s,i}^\\top \\epsilon_i` and :math:`y_i = J_{s,i}^\\top H_i
 \\epsilon_i` (two backward passes on the curvature rows, the second from the output
@@ -41,12 +47,12 @@ Parameters outside any layer get a diagonal block (averaged gradient squares,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-import scipy.linalg
+import scipy.linalg.lapack
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.preconditioning.layer_detection import KroneckerLayer
@@ -57,22 +63,28 @@ __all__ = ["KroneckerPreconditioner", "damped_inverses", "factor_statistics",
 Blocks = list[TensorVariable]
 
 
-def factor_statistics(layers: Sequence[KroneckerLayer], loss: TensorVariable,
-                      outputs: TensorVariable, probe: TensorVariable,
-                      hessian_product) -> Blocks:
+def factor_statistics(layers: Sequence[KroneckerLayer], outputs: TensorVariable,
+                      probe: TensorVariable, hessian_product: Callable,
+                      hessian_root: Callable | None = None) -> Blocks:
     """This step's factors :math:`[A_1, S_1, A_2, S_2, \\dots]` on the curvature rows.
 
     Parameters
     ----------
     layers : list of KroneckerLayer
         Found in the graph of ``outputs``.
-    loss, outputs : TensorVariable
-        The mean loss of the curvature rows, and their outputs, shape ``(m, ...)``.
+    outputs : TensorVariable
+        The outputs of the curvature rows, shape ``(m, ...)``.
     probe : TensorVariable
         :math:`\\epsilon`, Rademacher, shaped like ``outputs``.
     hessian_product : callable
-        ``u -> H_L u`` of ``loss`` in ``outputs`` (the mean loss's: :math:`H_i / m` per
-        row).
+        ``u -> H_L u`` of the rows' mean loss in ``outputs`` (:math:`H_i / m` per row).
+    hessian_root : callable, optional
+        ``e -> R e`` with :math:`R_i R_i^\\top = H_i` per row
+        (:func:`sgn_theano.curvature.loss_hessian_root`; the library's losses have
+        one): then :math:`S` is estimated from one backward pass, as
+        :math:`\\frac1m \\sum_i x_i x_i^\\top`, :math:`x_i = J_{s,i}^\\top R_i
+        \\epsilon_i`, positive semi-definite; otherwise by the symmetrized two-pass
+        estimate of the module's docstring.
 
     Returns
     -------
@@ -83,9 +95,13 @@ def factor_statistics(layers: Sequence[KroneckerLayer], loss: TensorVariable,
     dtype = outputs.dtype
     examples = pt.cast(outputs.shape[0], dtype)
     preactivations = [layer.preactivations for layer in layers]
-    left = pytensor.grad(None, preactivations, known_grads={outputs: probe})
-    right = pytensor.grad(None, preactivations,
-                          known_grads={outputs: hessian_product(probe) * examples})
+    if hessian_root is not None:
+        left = pytensor.grad(None, preactivations, known_grads={outputs: hessian_root(probe)})
+        right = left
+    else:
+        left = pytensor.grad(None, preactivations, known_grads={outputs: probe})
+        right = pytensor.grad(None, preactivations,
+                              known_grads={outputs: hessian_product(probe) * examples})
     statistics = []
     for layer, x, y in zip(layers, left, right):
         rows = layer.inputs
@@ -93,9 +109,12 @@ def factor_statistics(layers: Sequence[KroneckerLayer], loss: TensorVariable,
             rows = pt.concatenate([rows, pt.ones((rows.shape[0], 1), dtype=dtype)], axis=1)
         width = layer.shape[1]
         x, y = x.reshape((-1, width)), y.reshape((-1, width))
-        cross = pt.dot(x.T, y)
-        statistics += [pt.dot(rows.T, rows) / pt.cast(rows.shape[0], dtype),
-                       (cross + cross.T) / (2 * examples)]
+        if hessian_root is not None:  # x = y
+            output_factor = pt.dot(x.T, x) / examples
+        else:
+            cross = pt.dot(x.T, y)
+            output_factor = (cross + cross.T) / (2 * examples)
+        statistics += [pt.dot(rows.T, rows) / pt.cast(rows.shape[0], dtype), output_factor]
     return statistics
 
 
@@ -142,10 +161,12 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     """:math:`(A + \\pi\\gamma I)^{-1}` and :math:`(S + \\gamma/\\pi I)^{-1}`,
     :math:`\\gamma = \\sqrt{\\rho}`, in float64 (the factored Tikhonov damping above).
 
-    :math:`A` is positive semi-definite by construction and is inverted through its
-    Cholesky factor; :math:`S`'s estimate may have small negative eigenvalues, which its
-    eigen-decomposition clips to zero. A zero trace (a layer no row reached) counts as
-    a unit one, so :math:`\\pi` stays finite.
+    Each is inverted through its Cholesky factor (LAPACK's ``potrf`` and ``potri``: a
+    tenth of an eigen-decomposition's time at 256 rows, measured in the docs'
+    "Performance"). An estimate of :math:`S` with a negative eigenvalue beyond the shift
+    (the two-pass estimate of a hand-written loss may have one) makes that fail: its
+    eigen-decomposition then clips the negative eigenvalues to zero. A zero trace (a
+    layer no row reached) counts as a unit one, so :math:`\\pi` stays finite.
     """
     input_factor = np.asarray(input_factor, dtype=np.float64)
     output_factor = np.asarray(output_factor, dtype=np.float64)
@@ -153,25 +174,22 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     output_scale = max(np.trace(output_factor) / len(output_factor), 0.0) or 1.0
     ratio = np.sqrt(input_scale / output_scale)
     gamma = np.sqrt(max(damping, 0.0)) or np.finfo(np.float32).eps
-    return (_cholesky_inverse(input_factor, ratio * gamma),
-            _clipped_inverse(output_factor, gamma / ratio))
+    return (_damped_inverse(input_factor, ratio * gamma),
+            _damped_inverse(output_factor, gamma / ratio))
 
 
-def _cholesky_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
-    """:math:`(X + s I)^{-1}` of a positive semi-definite :math:`X`, by Cholesky;
-    by the clipped eigen-decomposition where rounding makes it fail."""
-    try:
-        factor = scipy.linalg.cho_factor(matrix + shift * np.eye(len(matrix)), lower=True)
-    except np.linalg.LinAlgError:
-        return _clipped_inverse(matrix, shift)
-    return scipy.linalg.cho_solve(factor, np.eye(len(matrix)))
-
-
-def _clipped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
-    """:math:`(X_+ + s I)^{-1}`, :math:`X_+` the symmetric :math:`X` with its negative
-    eigenvalues set to zero."""
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors / (np.maximum(values, 0.0) + shift)) @ vectors.T
+def _damped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
+    """:math:`(X + s I)^{-1}` of a symmetric :math:`X` by Cholesky where
+    :math:`X + s I` is positive definite, else :math:`(X_+ + s I)^{-1}` with
+    :math:`X_+` the :math:`X` whose negative eigenvalues are set to zero."""
+    damped = matrix + shift * np.eye(len(matrix))
+    factor, info = scipy.linalg.lapack.dpotrf(damped, lower=1)
+    if info == 0:
+        inverse, info = scipy.linalg.lapack.dpotri(factor, lower=1)
+    if info != 0:
+        values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+        return (vectors / (np.maximum(values, 0.0) + shift)) @ vectors.T
+    return np.tril(inverse) + np.tril(inverse, -1).T
 
 
 def refresh_factor_inverses(state, config) -> bool:

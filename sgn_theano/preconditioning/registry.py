@@ -18,6 +18,7 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.compat import isfinite
+from sgn_theano.curvature import loss_hessian_operator, loss_hessian_root
 from sgn_theano.preconditioning.curvature_diagonal import gradient_squares, hutchinson_diagonal
 from sgn_theano.preconditioning.diagonal import curvature_preconditioner
 from sgn_theano.preconditioning.kronecker_factored import (
@@ -47,7 +48,7 @@ class PreconditionerInputs(NamedTuple):
     state: Any  # sgn_theano.sgn_state.SGNState
     config: Any  # sgn_theano.sgn_config.SGNConfig
     probe: Any = None  # Rademacher: blocks like `params`, or a tensor like the outputs
-    curvature: tuple | None = None  # (loss, outputs, output Hessian product) of the rows
+    curvature: tuple | None = None  # (loss, outputs) of the curvature rows
     layers: LayerMap | None = None  # the Kronecker-factored layers (kfac)
     total: Callable[[Blocks], Blocks] | None = None  # sums statistics over processes
 
@@ -104,9 +105,10 @@ def _kronecker_factored(inputs: PreconditionerInputs) -> Built:
             [inputs.gradients[position[param]] for param in layers.diagonal]))
         weights = dict(zip(layers.diagonal, _diagonal(inputs, diagonal).inverse_diagonal))
     if layers.layers:
-        loss, outputs, hessian_product = inputs.curvature
-        statistics = factor_statistics(layers.layers, loss, outputs, inputs.probe,
-                                       hessian_product)
+        loss, outputs = inputs.curvature
+        statistics = factor_statistics(layers.layers, outputs, inputs.probe,
+                                       loss_hessian_operator(loss, outputs),
+                                       loss_hessian_root(loss, outputs))
         if inputs.total is not None:
             statistics = inputs.total(statistics)
         keep = inputs.gradient_finite & isfinite(sum(pt.sum(s) for s in statistics))
