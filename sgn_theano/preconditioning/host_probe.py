@@ -62,7 +62,7 @@ class HostProbe:
             self.inputs = [pt.tensor("curvature_probe", dtype=dtype,
                                      shape=(None,) * outputs.type.ndim)]
             self.symbolic = self.inputs[0]
-            self._batch_inputs = list(inputs)
+            self._batch_inputs, self._shapes = list(inputs), {}
             # on one row of the batch: inputs with any number of rows stand in for them
             rows = [variable.type.clone(shape=(None, *variable.type.shape[1:]))()
                     if variable.type.ndim else variable for variable in inputs]
@@ -80,8 +80,16 @@ class HostProbe:
         if self.kind == "parameters":
             return [rademacher_probe(self._size, step, self.dtype)]
         if self.kind == "outputs":
-            first = [array[:1] if np.ndim(array) else array
-                     for array in batch[:len(self._batch_inputs)]]
-            trailing = tuple(int(size) for size in self._trailing_shape(*first))
-            return [rademacher_probe((total, *trailing), step, self.dtype)[offset:offset + rows]]
+            return [rademacher_probe((total, *self._outputs_shape(batch)), step,
+                                     self.dtype)[offset:offset + rows]]
         return []
+
+    def _outputs_shape(self, batch: Sequence[np.ndarray]) -> tuple[int, ...]:
+        """The outputs' shape past the batch axis, for a batch of these input shapes
+        (computed on one row, once per shape)."""
+        arrays = batch[:len(self._batch_inputs)]
+        key = tuple(np.shape(array)[1:] for array in arrays)
+        if key not in self._shapes:
+            first = [array[:1] if np.ndim(array) else array for array in arrays]
+            self._shapes[key] = tuple(int(size) for size in self._trailing_shape(*first))
+        return self._shapes[key]
