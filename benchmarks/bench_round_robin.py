@@ -165,7 +165,7 @@ def table(results: dict, methods: list[str], marks: list[float], metric: str) ->
         cells = []
         for mark in marks:
             pairs = [value_at(results[seed][spec], mark, metric) for seed in results]
-            cells.append(f"{np.median([p[0] for p in pairs]) * scale:.2f} "
+            cells.append(f"{np.median([p[0] for p in pairs]) * scale:.4g} "
                          f"({int(np.median([p[1] for p in pairs]))})")
         lines.append(f"| {spec} | {' | '.join(cells)} |")
     return "\n".join(lines)

@@ -229,9 +229,10 @@ class SGN:
         ``"kfac"`` (the default), Kronecker-factored curvature
         (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and im2col
         layers found in the graph (:attr:`layers`), with averaged gradient squares on the
-        other parameters: measured ahead of no preconditioner and of the diagonal ones on
-        every task of the docs' results, its step costing 1.0-1.3 default steps without
-        one; one of the diagonal preconditioners above; ``None``, plain CG; or a
+        other parameters, chosen as the default by the docs' results (ahead of the best
+        Adam at batch 10000 and on a deep autoencoder, where SGN without it trailed),
+        its step costing 1.0-1.3 steps without a preconditioner; one of the diagonal
+        preconditioners above; ``None``, plain CG; or a
         callable ``list -> list``: a
         symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
         handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
