@@ -141,8 +141,8 @@ class SGN:
        :math:`d_0 = \\text{warm\\_start} \\cdot d_{\\text{previous}}`, stopping early
        once :math:`\\lVert r \\rVert \\le \\text{cg\\_tol} \\lVert b \\rVert`, on too
        little relative progress on the quadratic model (``cg_progress_tol``, Martens'
-       rule), or on a direction without positive curvature; preconditioned by
-       default by Kronecker-factored curvature, per layer
+       rule), or on a direction without positive curvature; preconditioned,
+       with ``preconditioner="kfac"``, by Kronecker-factored curvature, per layer
        :math:`R \\mapsto (A + \\pi\\sqrt\\rho I)^{-1} R (S + \\sqrt\\rho/\\pi I)^{-1}`
        (``"kfac"``, :mod:`sgn_theano.preconditioning.kronecker_factored`), or with a
        diagonal ``preconditioner`` by
@@ -226,13 +226,13 @@ class SGN:
     momentum : float
         :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
     preconditioner : {"kfac", "jacobi", "gradient_squares", "hutchinson"}, callable or None
-        ``"kfac"`` (the default), Kronecker-factored curvature
+        ``"kfac"``, Kronecker-factored curvature
         (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and im2col
         layers found in the graph (:attr:`layers`), with averaged gradient squares on the
-        other parameters, chosen as the default by the docs' results (ahead of the best
-        Adam at batch 10000 and on a deep autoencoder, where SGN without it trailed),
-        its step costing 1.0-1.3 steps without a preconditioner; one of the diagonal
-        preconditioners above; ``None``, plain CG; or a
+        other parameters (ahead of the best Adam at batch 10000 and on a deep
+        autoencoder in the docs' results, where SGN without it trailed; its step costs
+        1.0-1.3 steps without a preconditioner); one of the diagonal preconditioners
+        above; ``None`` (the default), plain CG; or a
         callable ``list -> list``: a
         symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
         handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
@@ -307,7 +307,7 @@ class SGN:
         learning_rate: float = 1.0,
         rejection_threshold: float = 0.0,
         momentum: float = 0.0,
-        preconditioner: str | Callable[[Blocks], Blocks] | None = "kfac",
+        preconditioner: str | Callable[[Blocks], Blocks] | None = None,
         preconditioner_decay: float = 0.99,
         preconditioner_exponent: float = 0.75,
         preconditioner_epsilon: float | None = None,

@@ -67,7 +67,7 @@ class SGNConfig(Mapping):
     rejection_threshold: float = 0.0
     momentum: float = 0.0
     preconditioner: (Literal["jacobi", "gradient_squares", "hutchinson", "kfac"] | Callable
-                     | None) = "kfac"
+                     | None) = None
     preconditioner_decay: float = 0.99
     preconditioner_exponent: float = 0.75
     preconditioner_epsilon: float | None = None
