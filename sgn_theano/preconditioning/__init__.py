@@ -2,7 +2,7 @@
 
 * :mod:`~sgn_theano.preconditioning.registry`: the names :class:`sgn_theano.SGN` takes
   (``preconditioner=``) and what each needs from the step and the optimizer;
-* :mod:`~sgn_theano.preconditioning.kronecker_factored`: K-FAC, the default, on the
+* :mod:`~sgn_theano.preconditioning.kronecker_factored`: K-FAC (``"kfac"``), on the
   layers :mod:`~sgn_theano.preconditioning.layer_detection` finds in the graph;
 * :mod:`~sgn_theano.preconditioning.diagonal` and
   :mod:`~sgn_theano.preconditioning.curvature_diagonal`: diagonal preconditioners and
