@@ -144,7 +144,7 @@ class SGN:
        rule), or on a direction without positive curvature; preconditioned,
        with ``preconditioner="kfac"``, by Kronecker-factored curvature, per layer
        :math:`R \\mapsto (A + \\pi\\sqrt\\rho I)^{-1} R (S + \\sqrt\\rho/\\pi I)^{-1}`
-       (``"kfac"``, :mod:`sgn_theano.preconditioning.kronecker_factored`), or with a
+       (:mod:`sgn_theano.preconditioning.kronecker_factored`), or with a
        diagonal ``preconditioner`` by
        :math:`M = (\\max(D, 0) + \\epsilon)^{-a}` elementwise
        (:func:`sgn_theano.preconditioning.diagonal.curvature_preconditioner`), with
