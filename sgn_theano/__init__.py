@@ -13,6 +13,7 @@ from sgn_theano.curvature import (
     loss_hessian_product,
     vector_jacobian_product,
 )
+from sgn_theano.errors import SGNInputError, SGNInputTypeError
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.compilation.modes import compile_mode, link_openblas
 from sgn_theano.optimizer import SGN, SGNConfig, StepInfo, sgn
@@ -24,6 +25,8 @@ __all__ = [
     "CGResult",
     "SGN",
     "SGNConfig",
+    "SGNInputError",
+    "SGNInputTypeError",
     "StepInfo",
     "adam",
     "binary_cross_entropy",

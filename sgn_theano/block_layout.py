@@ -12,15 +12,18 @@ blocks (:meth:`~BlockLayout.split`); only the curvature product needs the blocks
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.tensor.variable import TensorVariable
 
-__all__ = ["BlockLayout", "static_shapes"]
+__all__ = ["BlockLayout", "Blocks", "Operator", "static_shapes", "with_static_shapes"]
 
+#: Tensors shaped like the parameters, one per parameter: a vector of CG, a gradient.
 Blocks = list[TensorVariable]
+#: A linear map on blocks, such as :math:`v \\mapsto G v` or a preconditioner.
+Operator = Callable[[Blocks], Blocks]
 
 
 def static_shapes(variables: Sequence[TensorVariable]) -> list[tuple | None]:
@@ -36,6 +39,13 @@ def static_shapes(variables: Sequence[TensorVariable]) -> list[tuple | None]:
         else:
             shapes.append(None)
     return shapes
+
+
+def with_static_shapes(blocks: Blocks, like: Sequence[TensorVariable]) -> Blocks:
+    """``blocks`` with the :func:`static_shapes` of ``like`` (``pt.specify_shape``) where
+    those are known: a flat vector of them is then cut at constant offsets."""
+    return [pt.specify_shape(block, shape) if shape is not None else block
+            for block, shape in zip(blocks, static_shapes(like))]
 
 
 class BlockLayout:

@@ -22,8 +22,9 @@ from pytensor.graph.basic import Variable
 from pytensor.scan.utils import until
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.block_layout import BlockLayout
+from sgn_theano.block_layout import BlockLayout, Blocks, Operator
 from sgn_theano.compilation.loop_invariants import hoist_loop_invariants, scan_on_stand_ins
+from sgn_theano.errors import SGNInputError, SGNInputTypeError
 from sgn_theano.preconditioning.diagonal import flat_preconditioner
 from sgn_theano.validation import check_float, check_integer, check_matching_blocks
 
@@ -36,7 +37,6 @@ PROGRESS_WINDOW = 10
 #: it stops changing nothing.
 UNROLLED_MAX_ITERS = 3
 
-Blocks = list[TensorVariable]
 
 
 class CGResult(NamedTuple):
@@ -84,25 +84,25 @@ def dot(a: Sequence[TensorVariable], b: Sequence[TensorVariable]) -> TensorVaria
 
 def _validate(b: Blocks, x0: Blocks | None, max_iters: int, tol):
     if not b:
-        raise ValueError("`b` must hold at least one tensor.")
+        raise SGNInputError("`b` must hold at least one tensor.")
     check_integer("max_iters", max_iters, low=1)
     if not isinstance(tol, Variable):
         check_float("tol", tol, low=0.0)
     dtypes = {block.dtype for block in b}
     if len(dtypes) != 1:
-        raise TypeError(f"All blocks of `b` must share one dtype, got {sorted(dtypes)}.")
+        raise SGNInputTypeError(f"All blocks of `b` must share one dtype, got {sorted(dtypes)}.")
     if x0 is not None:
         check_matching_blocks("x0", b, x0, "blocks of `b`")
 
 
 def conjugate_gradient(
-    matvec: Callable[[Blocks], Blocks],
+    matvec: Operator,
     b: Sequence[TensorVariable],
     *,
     max_iters: int,
     tol: float | TensorVariable = 0.0,
     x0: Sequence[TensorVariable] | None = None,
-    preconditioner: Callable[[Blocks], Blocks] | None = None,
+    preconditioner: Operator | None = None,
     progress_tol: float = 0.0,
     early_exit: bool = True,
 ) -> CGResult:

@@ -38,13 +38,20 @@ from pytensor.graph.replace import clone_replace
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.compat import pullback, pushforward
-from sgn_theano.validation import check_computed_from, check_loss, check_matching_blocks
+from sgn_theano.errors import SGNInputError
+from sgn_theano.validation import (
+    batched,
+    check_computed_from,
+    check_loss,
+    check_matching_blocks,
+)
 
 __all__ = [
     "HESSIAN_PRODUCT_TAG",
     "HESSIAN_ROOT_TAG",
     "attach_hessian_product",
     "attach_hessian_root",
+    "batch_rows",
     "curvature_batch",
     "curvature_rows",
     "first_rows",
@@ -141,7 +148,7 @@ def _pushforward(outputs, params: list, tangents: list) -> TensorVariable:
     try:
         return pushforward(outputs, params, tangents)
     except DisconnectedInputError as error:
-        raise ValueError(f"`outputs` do not depend on every parameter: {error}") from None
+        raise SGNInputError(f"`outputs` do not depend on every parameter: {error}") from None
 
 
 def vector_jacobian_product(
@@ -174,7 +181,7 @@ def _pullback(outputs, params: list, cotangents) -> list[TensorVariable]:
     try:
         return list(pullback(outputs, params, cotangents))
     except DisconnectedInputError as error:
-        raise ValueError(f"`outputs` do not depend on every parameter: {error}") from None
+        raise SGNInputError(f"`outputs` do not depend on every parameter: {error}") from None
 
 
 def loss_hessian_product(
@@ -223,7 +230,7 @@ def _output_hessian_product(loss, outputs, vectors) -> TensorVariable:
         return pytensor.grad(pt.sum(loss_gradient * vectors), outputs,
                              consider_constant=[vectors])
     except (NullTypeGradError, NotImplementedError) as error:
-        raise ValueError(
+        raise SGNInputError(
             "SGN needs the Hessian of `loss` with respect to `outputs`, and PyTensor cannot "
             f"differentiate `loss` twice there: {error}. Write the loss with "
             "differentiable ops, or pass as `outputs` a variable past which it is.") from None
@@ -293,6 +300,13 @@ def curvature_rows(fraction: float, batch_size):
     return max(1, math.ceil(scaled))
 
 
+def batch_rows(arrays: Sequence, fraction: float) -> tuple[int, int]:
+    """The rows of a checked batch (the first axis of its :func:`~sgn_theano.validation.
+    batched` arrays), and of its curvature mini-batch (:func:`curvature_rows`)."""
+    rows = len(batched(arrays)[0])
+    return rows, curvature_rows(fraction, rows)
+
+
 def first_rows(inputs: Sequence[TensorVariable],
                fraction: float) -> dict[TensorVariable, TensorVariable]:
     """``{input: input[:m]}`` for every input with a batch axis (``ndim >= 1``), with
@@ -301,11 +315,11 @@ def first_rows(inputs: Sequence[TensorVariable],
     that cuts its batch itself. (The JAX backend needs static slice bounds, so there the
     inputs need a static batch size; :class:`sgn_theano.SGN` cuts the arrays instead.)
     """
-    batched = [variable for variable in inputs if variable.type.ndim >= 1]
-    if not batched:
+    with_rows = batched(inputs)
+    if not with_rows:
         return {}
-    rows = curvature_rows(fraction, batched[0].shape[0])
-    return {variable: variable[:rows] for variable in batched}
+    rows = curvature_rows(fraction, with_rows[0].shape[0])
+    return {variable: variable[:rows] for variable in with_rows}
 
 
 def curvature_batch(

@@ -12,6 +12,8 @@ import math
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.errors import SGNInputError
+
 __all__ = ["SCHEDULES", "model_decrease_ratio", "scheduled_damping", "trust_region_damping"]
 
 #: Names of the damping schedules :func:`scheduled_damping` knows.
@@ -113,7 +115,7 @@ def scheduled_damping(
         :math:`\\rho_t`, float64 (cast it to the model's dtype).
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"Unknown damping schedule {schedule!r}; use one of {SCHEDULES}.")
+        raise SGNInputError(f"Unknown damping schedule {schedule!r}; use one of {SCHEDULES}.")
     if schedule == "constant":
         return pt.as_tensor_variable(float(initial))
     progress = pt.minimum(pt.cast(step, "float64") / float(steps), 1.0)

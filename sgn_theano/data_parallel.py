@@ -18,7 +18,7 @@ products and norms of CG, the trust ratio, every branch) is computed from these 
 which are the same on every process, so every process takes the same decisions and the
 same step, with no more communication.
 
-Errors stay collective (:meth:`DataParallel.call`): a batch that fails its checks on one
+Errors stay collective (:meth:`DataParallel.shard`, :meth:`DataParallel.run`): a batch that fails its checks on one
 process makes every process raise the same error before anything runs, and a process
 whose step fails while it runs (a label out of range) joins the pending sum with a
 failure flag, so that the others stop too instead of waiting for it forever.
@@ -29,6 +29,7 @@ failure flag, so that the others stop too instead of waiting for it forever.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pytensor
@@ -37,7 +38,30 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.tensor.variable import TensorVariable
 
-__all__ = ["AllreduceSum", "DataParallel", "PeerFailure"]
+from sgn_theano.curvature import batch_rows
+from sgn_theano.errors import SGNInputTypeError
+from sgn_theano.validation import check_batch
+
+__all__ = ["AllreduceSum", "DataParallel", "PeerFailure", "Shard", "local_shard"]
+
+
+class Shard(NamedTuple):
+    """One process's checked part of a batch, and what the processes agreed on."""
+
+    arrays: list  # the checked arrays of this process's shard
+    rows: int  # n_p
+    curvature_rows: int  # m_p, the rows of its curvature mini-batch
+    offset: int  # where its curvature rows start among all processes' (rank order)
+    curvature_total: int  # M, the curvature rows of all processes
+    weights: list  # [w_p, w_p of the curvature rows]: the last inputs of a parallel step
+
+
+def local_shard(inputs: Sequence[TensorVariable], batch: Sequence,
+                curvature_fraction: float = 1.0) -> Shard:
+    """The :class:`Shard` of a batch held by one process alone (no weights)."""
+    arrays = check_batch(inputs, batch)
+    rows, curvature_rows = batch_rows(arrays, curvature_fraction)
+    return Shard(arrays, rows, curvature_rows, 0, curvature_rows, [])
 
 
 class PeerFailure(RuntimeError):
@@ -50,7 +74,7 @@ class AllreduceSum(Op):
 
     The arrays (one dtype) are copied into one contiguous buffer after a failure flag,
     summed in place by one ``comm.Allreduce``, and cut back into arrays of their shapes.
-    A non-zero flag in the sum (a process that failed, :meth:`DataParallel.call`)
+    A non-zero flag in the sum (a process that failed, :meth:`DataParallel.run`)
     raises :class:`PeerFailure`. With ``ordered=True`` the last input is not summed:
     it only makes this sum run after the one that computed it, so that every process
     calls its sums in the same order (two sums that do not depend on each other could
@@ -125,13 +149,13 @@ class DataParallel:
     ----------
     weight, curvature_weight : scalar TensorVariable
         :math:`w_p = n_p / N`, and the same for the rows of a curvature mini-batch:
-        extra inputs of the compiled step, fed by :meth:`call`.
+        extra inputs of the compiled step, fed from :attr:`Shard.weights`.
     """
 
     def __init__(self, comm, dtype: str):
         for method in ("Allreduce", "allgather", "Bcast", "Get_rank", "Get_size"):
             if not callable(getattr(comm, method, None)):
-                raise TypeError(f"`comm` must be an mpi4py communicator (such as "
+                raise SGNInputTypeError(f"`comm` must be an mpi4py communicator (such as "
                                 f"MPI.COMM_WORLD), got {type(comm).__name__}.")
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
@@ -145,7 +169,7 @@ class DataParallel:
         :math:`\\sum_p w_p \\nabla L_p` from this shard's mean ``loss``, in one all-reduce.
 
         Build it first, once: every later :meth:`weighted_sum` runs after it, and it is
-        the sum a process whose step fails joins (:meth:`call`).
+        the sum a process whose step fails joins (:meth:`run`).
         """
         if self._first is not None:
             raise RuntimeError("loss_and_gradients was already built for this DataParallel")
@@ -185,25 +209,42 @@ class DataParallel:
             self.comm.Bcast(value, root=0)
             variable.set_value(value)
 
-    def call(self, function: Callable, check: Callable[[], list],
-             rows: Callable[[list], tuple] | None = None,
-             extra: Callable[..., list] | None = None):
-        """Run one data-parallel step on every process, or raise the same error on all.
+    def shard(self, inputs: Sequence[TensorVariable], batch: Sequence,
+              curvature_fraction: float = 1.0) -> Shard:
+        """Check this process's part of a batch and agree on the batch with the others.
 
         Parameters
         ----------
-        function : callable
-            The compiled step: ``function(*arrays, weight, curvature_weight)``.
-        check : callable
-            ``() -> arrays``: this process's checked batch (it raises for a bad batch).
-        rows : callable, optional
-            ``arrays -> (n_p, m_p)``: the shard's rows, and its curvature rows; by
-            default the first axis of the first array with one, twice (no curvature
-            mini-batch).
-        extra : callable, optional
-            ``(arrays, offset, m_p, M) -> more arrays`` passed after ``arrays``: drawn for
-            this process's curvature rows, the rows ``[offset, offset + m_p)`` of the
-            :math:`M` curvature rows of all processes, in rank order.
+        inputs : list of TensorVariable
+            The step's batch inputs (:func:`sgn_theano.validation.check_batch`).
+        batch : sequence of arrays
+            This process's shard, one array per input.
+        curvature_fraction : float
+            The curvature mini-batch, a fraction of each shard
+            (:func:`sgn_theano.curvature.batch_rows`).
+
+        Raises
+        ------
+        The error of the lowest-ranked process whose shard failed its checks, on every
+        process, naming that rank (nothing has run).
+        """
+        try:
+            arrays, error = check_batch(inputs, batch), None
+        except (TypeError, ValueError) as raised:
+            arrays, error = None, raised
+        counts = (0, 0) if error else batch_rows(arrays, curvature_fraction)
+        reports = self.comm.allgather((error, *counts))
+        self._raise_first([report[0] for report in reports])
+        total, curvature_total = (sum(report[i] for report in reports) for i in (1, 2))
+        dtype = self.weight.dtype
+        weights = [np.asarray(counts[0] / total, dtype=dtype),
+                   np.asarray(counts[1] / curvature_total, dtype=dtype)]
+        offset = sum(report[2] for report in reports[:self.rank])
+        return Shard(arrays, *counts, offset, curvature_total, weights)
+
+    def run(self, function: Callable, *arguments):
+        """``function(*arguments)`` (the compiled step, its last arguments a
+        :attr:`Shard.weights`) on every process, or the same error raised on all.
 
         Raises
         ------
@@ -211,20 +252,7 @@ class DataParallel:
         that rank; the parameters are unchanged on all of them.
         """
         try:
-            arrays, error = check(), None
-        except (TypeError, ValueError) as raised:
-            arrays, error = None, raised
-        counts = (0, 0) if error else (rows or _rows_twice)(arrays)
-        reports = self.comm.allgather((error, *counts))
-        self._raise_first([report[0] for report in reports])
-        total, curvature_total = (sum(report[i] for report in reports) for i in (1, 2))
-        dtype = self.weight.dtype
-        weights = (np.asarray(counts[0] / total, dtype=dtype),
-                   np.asarray(counts[1] / curvature_total, dtype=dtype))
-        offset = sum(report[2] for report in reports[:self.rank])
-        extras = [] if extra is None else extra(arrays, offset, counts[1], curvature_total)
-        try:
-            return function(*arrays, *extras, *weights)
+            return function(*arguments)
         except PeerFailure:
             error = None
         except Exception as raised:  # noqa: BLE001 - every error must reach the others
@@ -246,8 +274,3 @@ class DataParallel:
         raise kind(f"the batch of process {rank} of {self.size}: {error}") from (
             error if rank == self.rank else None)
 
-
-def _rows_twice(arrays: list) -> tuple[int, int]:
-    """The batch's rows, as the rows of the shard and of its curvature mini-batch."""
-    rows = len(next(array for array in arrays if np.ndim(array) >= 1))
-    return rows, rows

@@ -13,6 +13,7 @@ from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.curvature import attach_hessian_product, attach_hessian_root
+from sgn_theano.errors import SGNInputError, SGNInputTypeError
 
 __all__ = ["binary_cross_entropy", "softmax_cross_entropy", "squared_error"]
 
@@ -26,7 +27,7 @@ def _batch_size(outputs: TensorVariable) -> TensorVariable:
 
 def _require_ndim(name: str, variable: TensorVariable, ndim: int):
     if variable.type.ndim != ndim:
-        raise ValueError(f"`{name}` must have {ndim} dimensions, got {variable.type.ndim}.")
+        raise SGNInputError(f"`{name}` must have {ndim} dimensions, got {variable.type.ndim}.")
 
 
 def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> TensorVariable:
@@ -49,9 +50,9 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
     _require_ndim("logits", logits, 2)
     _require_ndim("labels", labels, 1)
     if not labels.dtype.startswith(("int", "uint")):
-        raise TypeError(f"`labels` must be integers, got dtype {labels.dtype}.")
+        raise SGNInputTypeError(f"`labels` must be integers, got dtype {labels.dtype}.")
     in_range = pt.all((labels >= 0) & (labels < logits.shape[1]))
-    labels = CheckAndRaise(ValueError, LABELS_OUT_OF_RANGE)(labels, in_range)
+    labels = CheckAndRaise(SGNInputError, LABELS_OUT_OF_RANGE)(labels, in_range)
     log_probabilities = pt.special.log_softmax(logits, axis=1)
     # int64 bounds: PyTensor's JAX backend hands int8 constants to jnp.arange, which
     # overflows for batches over 127 under numpy 2.

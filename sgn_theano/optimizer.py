@@ -24,24 +24,24 @@ implementation (:func:`gauss_newton_direction`, and the step stages of
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import pytensor
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import validation
-from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
+from sgn_theano.block_layout import with_static_shapes
+from sgn_theano.compilation.loop_invariants import loops_compiled_in
+from sgn_theano.compilation.modes import check_mode, is_jax_mode, loops_can_exit_early
+from sgn_theano.curvature import curvature_batch, first_rows, gauss_newton_operator
+from sgn_theano.data_parallel import DataParallel, local_shard
+from sgn_theano.errors import SGNInputError
 from sgn_theano.preconditioning.host_probe import HostProbe
 from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
 from sgn_theano.preconditioning.layer_detection import find_layers
-from sgn_theano.data_parallel import DataParallel
-from sgn_theano.compilation.loop_invariants import loops_compiled_in
-from sgn_theano.compilation.modes import is_jax_mode, loops_can_exit_early
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.step_stages import (
-    Blocks,
     StepInfo,
     StepOutputs,
     build_step,
@@ -116,10 +116,10 @@ def sgn(
     rows = first_rows(validation.free_inputs(loss), fraction) if fraction < 1 else {}
     curvature_loss, curvature_outputs = curvature_batch(loss, outputs, rows)
     gradients = pytensor.grad(loss, params)
-    solution = gauss_newton_direction(
-        curvature_loss, params, curvature_outputs, [-gradient for gradient in gradients], rho,
-        max_cg_iters=max_cg_iters, early_exit=early_exit,
-    )
+    product = gauss_newton_operator(curvature_loss, curvature_outputs, params)
+    rhs = with_static_shapes([-gradient for gradient in gradients], params)
+    solution = gauss_newton_direction(product, rhs, rho, max_cg_iters=max_cg_iters,
+                                      early_exit=early_exit)
     return OrderedDict(
         (param, param + alpha * direction) for param, direction in zip(params, solution.x)
     )
@@ -191,85 +191,11 @@ class SGN:
     inputs : list of TensorVariable
         The free symbolic inputs of ``loss`` (e.g. ``[x, y]``), in the order
         :meth:`step` takes the batch arrays.
-    max_cg_iters : int
-        Largest number of CG iterations per step, ``>= 1``.
-    cg_tol : float
-        Relative residual tolerance of CG, ``>= 0``.
-    cg_progress_tol : float
-        :math:`\\epsilon \\ge 0` of Martens' relative-progress rule (acts after more
-        than 10 iterations); 0 turns it off.
-    damping : float
-        Initial :math:`\\rho` (``>= 0``; within ``[min_damping, max_damping]`` with
-        ``trust_region`` or a decaying schedule).
-    min_damping, max_damping : float
-        Bounds of :math:`\\rho` under the trust-region rule; ``min_damping`` is also
-        where a schedule decays to. The default floor 0.1 is measured: with a floor of
-        1e-6, 10-20 CG iterations nearly solve each batch's model and over-fit that
-        batch (Fashion-MNIST test accuracy stuck near 80% with k = 20); 0.1 fixes that
-        and leaves k = 3 as good as before. Lower it for small, smooth full-batch
-        problems that need long steps (docs, results: "Robustness").
-    trust_region : bool
-        Adapt :math:`\\rho` by the trust-region rule.
-    damping_schedule : {"constant", "linear", "cosine"}
-        Damping when ``trust_region`` is off: constant, or decaying from ``damping``
-        to ``min_damping`` over ``damping_decay_steps`` steps.
-    damping_decay_steps : int, optional
-        Length of a linear or cosine decay, ``>= 1``.
-    line_search : bool
-        Armijo backtracking from ``learning_rate``.
-    learning_rate : float
-        Step size :math:`\\alpha`, or the first one tried by the line search.
-    rejection_threshold : float
-        Steps with :math:`r` below it are rejected, in ``[0, 1/4)``; 0 rejects steps
-        that increase the loss. Acts when :math:`r` is computed (``trust_region`` or
-        ``line_search``).
-    momentum : float
-        :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
-    preconditioner : {"kfac", "jacobi", "gradient_squares", "hutchinson"}, callable or None
-        ``"kfac"``, Kronecker-factored curvature
-        (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and im2col
-        layers found in the graph (:attr:`layers`), with averaged gradient squares on the
-        other parameters (ahead of the best Adam at batch 10000 and on a deep
-        autoencoder in the docs' results, where SGN without it trailed; its step costs
-        1.0-1.3 steps without a preconditioner); one of the diagonal preconditioners
-        above; ``None`` (the default), plain CG; or a
-        callable ``list -> list``: a
-        symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
-        handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
-        does not depend on its argument is computed once per step, outside CG's loop).
-    preconditioner_decay : float
-        :math:`\\beta \\in [0, 1)` of the average of ``"gradient_squares"`` and
-        ``"hutchinson"``.
-    preconditioner_exponent : float
-        :math:`a \\in [0, 1]`: 1 is Jacobi's, 3/4 Martens' (2010), 1/2 Adam's scaling.
-    preconditioner_epsilon : float, optional
-        :math:`\\epsilon > 0` added to the diagonal; ``None`` adds the damping
-        :math:`\\rho`, the diagonal of :math:`G + \\rho I`.
-    curvature_fraction : float
-        :math:`f \\in (0, 1]`, the curvature mini-batch (Martens 2010; Byrd et al.
-        2011): the Gauss-Newton products of CG, and so the curvature term of
-        :math:`r`, use only the first :math:`m = \\lceil f B \\rceil` rows of each
-        batch of :math:`B` rows, as the mean loss over those rows
-        (:func:`sgn_theano.curvature.curvature_batch`); the gradient, the loss and the
-        line search use the whole batch. Their forward pass is computed once per step,
-        so a :math:`G v` costs about :math:`f` of a full one. The first rows are a
-        sample only if batches come in random order, as
-        :func:`sgn_theano.data.minibatches` gives them. 1 uses the whole batch.
-        The default 0.1 is measured: on Fashion-MNIST (MLP at batch 1000, LeNet-5) and
-        the sine regression it was ahead of 1 at equal seconds with three seeds (docs,
-        results); a batch of fewer than 10 rows gets a curvature batch of one row.
-    kfac_decay : float
-        :math:`\\beta \\in [0, 1)` of K-FAC's factor averages.
-    kfac_inverse_interval : int
-        Steps between refreshes of K-FAC's damped inverses (computed on the host, with
-        the damping of the time; nothing is recompiled), ``>= 1``.
-    warm_start : float
-        Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
-        CG (Martens uses 0.95); 0 (the default) starts from zero. Off by default: it
-        costs one more :math:`G v` per step and, measured on Fashion-MNIST (batch 1000,
-        a fresh batch each step), did not pay for it.
-    model_momentum : bool
-        K-FAC's momentum (step 2): one more :math:`G v` per step.
+    **options
+        The options of the step, each checked and documented by
+        :class:`~sgn_theano.sgn_config.SGNConfig` (``max_cg_iters``, ``damping``,
+        ``preconditioner``, ``curvature_fraction``...); an unknown name raises
+        :class:`~sgn_theano.errors.SGNInputTypeError`.
     mode : str or pytensor Mode, optional
         Compile mode: a name of :data:`sgn_theano.compilation.modes.MODES` (``"C"``, ``"NUMBA"``,
         ``"JAX"``...) or any PyTensor mode. Default: ``"C"`` linked to OpenBLAS where
@@ -287,60 +213,19 @@ class SGN:
         MPI op here).
     """
 
-    def __init__(
-        self,
-        loss: TensorVariable,
-        params: Sequence,
-        outputs: TensorVariable,
-        inputs: Sequence[TensorVariable],
-        *,
-        max_cg_iters: int = 3,
-        cg_tol: float = 1e-6,
-        cg_progress_tol: float = 5e-4,
-        damping: float = 0.1,
-        min_damping: float = 0.1,
-        max_damping: float = 1e6,
-        trust_region: bool = True,
-        damping_schedule: str = "constant",
-        damping_decay_steps: int | None = None,
-        line_search: bool = True,
-        learning_rate: float = 1.0,
-        rejection_threshold: float = 0.0,
-        momentum: float = 0.0,
-        preconditioner: str | Callable[[Blocks], Blocks] | None = None,
-        preconditioner_decay: float = 0.99,
-        preconditioner_exponent: float = 0.75,
-        preconditioner_epsilon: float | None = None,
-        kfac_decay: float = 0.95,
-        kfac_inverse_interval: int = 10,
-        warm_start: float = 0.0,
-        model_momentum: bool = False,
-        curvature_fraction: float = 0.1,
-        mode=None,
-        comm=None,
-    ):
+    def __init__(self, loss: TensorVariable, params: Sequence, outputs: TensorVariable,
+                 inputs: Sequence[TensorVariable], *, mode=None, comm=None, **options):
         params = validation.check_params(params)
         self.dtype = validation.check_graph(validation.check_loss(loss), outputs, params)
         self.inputs = validation.check_inputs(inputs, loss)
         #: The options, checked (:class:`sgn_theano.sgn_config.SGNConfig`).
-        self.config = SGNConfig(
-            max_cg_iters=max_cg_iters, cg_tol=cg_tol, cg_progress_tol=cg_progress_tol,
-            damping=damping, min_damping=min_damping, max_damping=max_damping,
-            trust_region=trust_region, damping_schedule=damping_schedule,
-            damping_decay_steps=damping_decay_steps, line_search=line_search,
-            learning_rate=learning_rate, rejection_threshold=rejection_threshold,
-            momentum=momentum, preconditioner=preconditioner,
-            preconditioner_decay=preconditioner_decay,
-            preconditioner_exponent=preconditioner_exponent,
-            preconditioner_epsilon=preconditioner_epsilon, kfac_decay=kfac_decay,
-            kfac_inverse_interval=kfac_inverse_interval, warm_start=warm_start,
-            model_momentum=model_momentum, curvature_fraction=curvature_fraction,
-        )
-        mode = validation.check_mode(mode)
+        self.config = SGNConfig.from_options(options)
+        mode = check_mode(mode)
         self._parallel = None if comm is None else DataParallel(comm, self.dtype)
         if self._parallel is not None and is_jax_mode(mode):
-            raise ValueError("`comm` (data-parallel SGN) works in modes C and NUMBA; JAX mode "
-                             "has no MPI op in this library (mpi4jax is not supported yet).")
+            raise SGNInputError("`comm` (data-parallel SGN) works in modes C and NUMBA; JAX "
+                                "mode has no MPI op in this library (mpi4jax is not supported "
+                                "yet).")
         curvature = self._curvature_batch(loss, outputs)
         #: K-FAC's layers (:func:`sgn_theano.preconditioning.layer_detection.find_layers`),
         #: with ``preconditioner="kfac"``; :meth:`LayerMap.describe` says which parameter
@@ -371,11 +256,11 @@ class SGN:
         (:func:`sgn_theano.curvature.curvature_batch`). The rows come in as inputs of their
         own, ``self._curvature_inputs`` (cut from the arrays in :meth:`step`), so every
         backend sees static slice bounds."""
-        batched = [variable for variable in self.inputs if variable.type.ndim >= 1]
+        with_rows = validation.batched(self.inputs)
         self._curvature_inputs = [] if self.config.curvature_fraction == 1 else [
             variable.type.clone(shape=(None, *variable.type.shape[1:]))(
-                name=f"{variable.name or 'input'}_curvature_rows") for variable in batched]
-        return curvature_batch(loss, outputs, dict(zip(batched, self._curvature_inputs)))
+                name=f"{variable.name or 'input'}_curvature_rows") for variable in with_rows]
+        return curvature_batch(loss, outputs, dict(zip(with_rows, self._curvature_inputs)))
 
     @property
     def params(self) -> list:
@@ -390,39 +275,28 @@ class SGN:
         *batch : numpy arrays
             One array per element of ``inputs``, in that order, with a common first
             (batch) axis. They are checked (dimensions, dtype, finiteness) before
-            anything runs; a bad batch raises and leaves every state untouched.
+            anything runs; a bad batch raises :class:`~sgn_theano.errors.SGNInputError`
+            and leaves every state untouched.
 
         Returns
         -------
         StepInfo
         """
-        if self._parallel is None:
-            arrays = self._checked_arrays(batch)
-            rows = self._rows(arrays)[1]
-            values = self._step(*arrays, *self._probe.arrays(arrays, self.step_count, 0, rows,
-                                                             rows))
-        else:
-            values = self._parallel.call(
-                self._step, lambda: self._checked_arrays(batch), self._rows,
-                extra=lambda arrays, *rows: self._probe.arrays(arrays, self.step_count, *rows))
+        fraction = self.config.curvature_fraction
+        shard = (local_shard(self.inputs, batch, fraction) if self._parallel is None
+                 else self._parallel.shard(self.inputs, batch, fraction))
+        rows = shard.curvature_rows
+        arguments = [*shard.arrays,
+                     *[array[:rows] for array in validation.batched(shard.arrays)
+                       if self._curvature_inputs],
+                     *self._probe.arrays(shard.arrays, self.step_count, shard.offset, rows,
+                                         shard.curvature_total),
+                     *shard.weights]
+        values = (self._step(*arguments) if self._parallel is None
+                  else self._parallel.run(self._step, *arguments))
         if self.config.kronecker_factored:
             refresh_factor_inverses(self.state, self.config)
         return StepInfo.from_outputs(StepOutputs._make(values))
-
-    def _checked_arrays(self, batch) -> list:
-        """The batch checked (:func:`sgn_theano.validation.check_batch`), followed by
-        its curvature rows where a curvature mini-batch is used."""
-        arrays = validation.check_batch(self.inputs, batch)
-        if self._curvature_inputs:
-            batched = [array for array in arrays if array.ndim >= 1]
-            rows = curvature_rows(self.config.curvature_fraction, len(batched[0]))
-            arrays += [array[:rows] for array in batched]
-        return arrays
-
-    def _rows(self, arrays: list) -> tuple[int, int]:
-        """The rows of a checked batch, and of its curvature mini-batch."""
-        rows = len(next(array for array in arrays if np.ndim(array) >= 1))
-        return rows, curvature_rows(self.config.curvature_fraction, rows)
 
     @property
     def damping(self) -> float:
@@ -456,25 +330,25 @@ class SGN:
 
         Raises
         ------
-        ValueError
+        SGNInputError
             If ``state`` comes from a differently shaped model or an optimizer whose
             configuration differs from this one.
         """
         if not isinstance(state, dict) or set(state) != {"config", "state"}:
-            raise ValueError("`state` must be a dict from `SGN.state_dict()` with keys "
+            raise SGNInputError("`state` must be a dict from `SGN.state_dict()` with keys "
                              "'config' and 'state'.")
         config = self.config.to_dict()
         if state["config"] != config:
             differing = sorted(key for key in set(state["config"]) | set(config)
                                if state["config"].get(key) != config.get(key))
-            raise ValueError(f"`state` was saved by an SGN with other settings: {differing}.")
+            raise SGNInputError(f"`state` was saved by an SGN with other settings: {differing}.")
         saved, roles = state["state"], self.state.roles()
         if set(saved) != set(roles):
-            raise ValueError(f"`state` holds {sorted(saved)}, expected {sorted(roles)}.")
+            raise SGNInputError(f"`state` holds {sorted(saved)}, expected {sorted(roles)}.")
         targets = []
         for role, variables in roles.items():
             if len(saved[role]) != len(variables):
-                raise ValueError(f"`state['state']['{role}']` has {len(saved[role])} arrays, "
+                raise SGNInputError(f"`state['state']['{role}']` has {len(saved[role])} arrays, "
                                  f"expected {len(variables)}: is it from another model?")
             targets += [(f"`state['state']['{role}'][{i}]`", variable, value)
                         for i, (variable, value) in enumerate(zip(variables, saved[role]))]

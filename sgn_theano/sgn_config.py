@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 from sgn_theano.damping import LOWER_RATIO, SCHEDULES
+from sgn_theano.errors import SGNInputError, SGNInputTypeError
+from sgn_theano.preconditioning.diagonal import JACOBI_EXPONENT
 from sgn_theano.preconditioning.registry import PRECONDITIONERS
 from sgn_theano.validation import check_float, check_integer
 
@@ -42,15 +44,101 @@ FLOAT_RANGES = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SGNConfig(Mapping):
-    """Options of the SGN step; see :class:`sgn_theano.SGN` for what each one does.
+    """The options of the SGN step, each with its default: what
+    ``SGN(loss, params, outputs, inputs, **options)`` takes, the one place each option
+    and its default are written (:class:`sgn_theano.SGN` gives the method they control,
+    step by step).
+
+    Parameters
+    ----------
+    max_cg_iters : int
+        Largest number of CG iterations per step, ``>= 1``.
+    cg_tol : float
+        Relative residual tolerance of CG, ``>= 0``.
+    cg_progress_tol : float
+        :math:`\\epsilon \\ge 0` of Martens' relative-progress rule (acts after more
+        than 10 iterations); 0 turns it off.
+    damping : float
+        Initial :math:`\\rho` (``>= 0``; within ``[min_damping, max_damping]`` with
+        ``trust_region`` or a decaying schedule).
+    min_damping, max_damping : float
+        Bounds of :math:`\\rho` under the trust-region rule; ``min_damping`` is also
+        where a schedule decays to. The default floor 0.1 is measured: with a floor of
+        1e-6, 10-20 CG iterations nearly solve each batch's model and over-fit that
+        batch (Fashion-MNIST test accuracy stuck near 80% with k = 20); 0.1 fixes that
+        and leaves k = 3 as good as before. Lower it for small, smooth full-batch
+        problems that need long steps (docs, results: "Robustness").
+    trust_region : bool
+        Adapt :math:`\\rho` by the trust-region rule.
+    damping_schedule : {"constant", "linear", "cosine"}
+        Damping when ``trust_region`` is off: constant, or decaying from ``damping``
+        to ``min_damping`` over ``damping_decay_steps`` steps.
+    damping_decay_steps : int, optional
+        Length of a linear or cosine decay, ``>= 1``.
+    line_search : bool
+        Armijo backtracking from ``learning_rate``.
+    learning_rate : float
+        Step size :math:`\\alpha`, or the first one tried by the line search.
+    rejection_threshold : float
+        Steps with :math:`r` below it are rejected, in ``[0, 1/4)``; 0 rejects steps
+        that increase the loss. Acts when :math:`r` is computed (``trust_region`` or
+        ``line_search``).
+    momentum : float
+        :math:`\\beta \\in [0, 1)`, the gradient averaging of the right-hand side.
+    preconditioner : {"kfac", "jacobi", "gradient_squares", "hutchinson"}, callable or None
+        ``"kfac"``, Kronecker-factored curvature
+        (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and im2col
+        layers found in the graph (:attr:`sgn_theano.SGN.layers`), with averaged gradient squares on the
+        other parameters (ahead of the best Adam at batch 10000 and on a deep
+        autoencoder in the docs' results, where SGN without it trailed; its step costs
+        1.0-1.3 steps without a preconditioner); one of the diagonal preconditioners
+        of :class:`~sgn_theano.SGN` (step 2); ``None`` (the default), plain CG; or a
+        callable ``list -> list``: a
+        symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
+        handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
+        does not depend on its argument is computed once per step, outside CG's loop).
+    preconditioner_decay : float
+        :math:`\\beta \\in [0, 1)` of the average of ``"gradient_squares"`` and
+        ``"hutchinson"``.
+    preconditioner_exponent : float
+        :math:`a \\in [0, 1]`: 1 is Jacobi's, 3/4 Martens' (2010), 1/2 Adam's scaling.
+    preconditioner_epsilon : float, optional
+        :math:`\\epsilon > 0` added to the diagonal; ``None`` adds the damping
+        :math:`\\rho`, the diagonal of :math:`G + \\rho I`.
+    curvature_fraction : float
+        :math:`f \\in (0, 1]`, the curvature mini-batch (Martens 2010; Byrd et al.
+        2011): the Gauss-Newton products of CG, and so the curvature term of
+        :math:`r`, use only the first :math:`m = \\lceil f B \\rceil` rows of each
+        batch of :math:`B` rows, as the mean loss over those rows
+        (:func:`sgn_theano.curvature.curvature_batch`); the gradient, the loss and the
+        line search use the whole batch. Their forward pass is computed once per step,
+        so a :math:`G v` costs about :math:`f` of a full one. The first rows are a
+        sample only if batches come in random order, as
+        :func:`sgn_theano.data.minibatches` gives them. 1 uses the whole batch.
+        The default 0.1 is measured: on Fashion-MNIST (MLP at batch 1000, LeNet-5) and
+        the sine regression it was ahead of 1 at equal seconds with three seeds (docs,
+        results); a batch of fewer than 10 rows gets a curvature batch of one row.
+    kfac_decay : float
+        :math:`\\beta \\in [0, 1)` of K-FAC's factor averages.
+    kfac_inverse_interval : int
+        Steps between refreshes of K-FAC's damped inverses (computed on the host, with
+        the damping of the time; nothing is recompiled), ``>= 1``.
+    warm_start : float
+        Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
+        CG (Martens uses 0.95); 0 (the default) starts from zero. Off by default: it
+        costs one more :math:`G v` per step and, measured on Fashion-MNIST (batch 1000,
+        a fresh batch each step), did not pay for it.
+    model_momentum : bool
+        K-FAC's momentum (:class:`~sgn_theano.SGN`, step 2): one more :math:`G v` per step.
 
     Raises
     ------
-    TypeError
-        An option of the wrong kind (a string for a number, a non-bool flag).
-    ValueError
+    SGNInputTypeError
+        An option of the wrong kind (a string for a number, a non-bool flag), or an
+        unknown option (:meth:`from_options`); a ``TypeError``.
+    SGNInputError
         An option out of range, or options that conflict (a decaying damping schedule
-        with the trust region on, ``min_damping > max_damping``...).
+        with the trust region on, ``min_damping > max_damping``...); a ``ValueError``.
     """
 
     max_cg_iters: int = 3
@@ -69,7 +157,7 @@ class SGNConfig(Mapping):
     preconditioner: (Literal["jacobi", "gradient_squares", "hutchinson", "kfac"] | Callable
                      | None) = None
     preconditioner_decay: float = 0.99
-    preconditioner_exponent: float = 0.75
+    preconditioner_exponent: float = JACOBI_EXPONENT
     preconditioner_epsilon: float | None = None
     kfac_decay: float = 0.95
     kfac_inverse_interval: int = 10
@@ -85,10 +173,10 @@ class SGNConfig(Mapping):
                                         low_open=low_open, high_open=high_open)
         for flag in ("trust_region", "line_search", "model_momentum"):
             if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"`{flag}` must be True or False, got {getattr(self, flag)!r}.")
+                raise SGNInputTypeError(f"`{flag}` must be True or False, got {getattr(self, flag)!r}.")
         self._check_preconditioner()
         if checked["min_damping"] > checked["max_damping"]:
-            raise ValueError(f"`min_damping` ({checked['min_damping']}) exceeds "
+            raise SGNInputError(f"`min_damping` ({checked['min_damping']}) exceeds "
                              f"`max_damping` ({checked['max_damping']}).")
         checked["damping_decay_steps"] = self._checked_decay_steps()
         if self.preconditioner_epsilon is not None:
@@ -107,23 +195,33 @@ class SGNConfig(Mapping):
         preconditioner = self.preconditioner
         if not (preconditioner is None or callable(preconditioner)
                 or isinstance(preconditioner, str) and preconditioner in PRECONDITIONERS):
-            raise TypeError(f"`preconditioner` must be one of {tuple(PRECONDITIONERS)}, a callable "
+            raise SGNInputTypeError(f"`preconditioner` must be one of {tuple(PRECONDITIONERS)}, a callable "
                             f"list -> list, or None, got {preconditioner!r}.")
 
     def _checked_decay_steps(self) -> int | None:
         schedule = self.damping_schedule
         if not isinstance(schedule, str) or schedule not in SCHEDULES:
-            raise ValueError(f"`damping_schedule` must be one of {SCHEDULES}, got "
+            raise SGNInputError(f"`damping_schedule` must be one of {SCHEDULES}, got "
                              f"{schedule!r}.")
         if self.decaying and self.trust_region:
-            raise ValueError(f"`damping_schedule={schedule!r}` needs `trust_region=False` "
+            raise SGNInputError(f"`damping_schedule={schedule!r}` needs `trust_region=False` "
                              "(the trust region adapts the damping itself).")
         if self.decaying:
             return check_integer("damping_decay_steps", self.damping_decay_steps, low=1)
         if self.damping_decay_steps is not None:
-            raise ValueError("`damping_decay_steps` applies to the 'linear' and 'cosine' "
+            raise SGNInputError("`damping_decay_steps` applies to the 'linear' and 'cosine' "
                              "damping schedules only.")
         return None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SGNConfig:
+        """The config of ``SGN(..., **options)``: an unknown name raises
+        :class:`~sgn_theano.errors.SGNInputTypeError` listing the options."""
+        unknown = sorted(set(options) - set(cls._names()))
+        if unknown:
+            raise SGNInputTypeError(f"Unknown SGN option(s) {unknown}; the options are "
+                                    f"{list(cls._names())} (see SGNConfig).")
+        return cls(**options)
 
     @property
     def decaying(self) -> bool:

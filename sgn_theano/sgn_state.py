@@ -10,7 +10,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 
 from sgn_theano.preconditioning.layer_detection import LayerMap
 from sgn_theano.sgn_config import SGNConfig
-from sgn_theano.updates import shared_zeros_like
+from sgn_theano.running_averages import shared_zeros_like
 
 __all__ = ["SGNState"]
 

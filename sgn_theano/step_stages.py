@@ -25,18 +25,23 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import graph_replace
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.block_layout import static_shapes
+from sgn_theano.block_layout import Blocks, Operator, with_static_shapes
 from sgn_theano.cg import CGResult, conjugate_gradient, dot
 from sgn_theano.compat import isfinite
 from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.damping import model_decrease_ratio, scheduled_damping, trust_region_damping
+from sgn_theano.damping import (
+    INCREASE_FACTOR,
+    model_decrease_ratio,
+    scheduled_damping,
+    trust_region_damping,
+)
 from sgn_theano.line_search import armijo_backtracking
 from sgn_theano.preconditioning.layer_detection import LayerMap
 from sgn_theano.preconditioning.registry import PreconditionerInputs, build_preconditioner
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
-from sgn_theano.updates import bias_corrected_average
+from sgn_theano.running_averages import bias_corrected_average
 
 __all__ = [
     "Rejection",
@@ -46,7 +51,7 @@ __all__ = [
     "accepted_step_updates",
     "build_step",
     "choose_step_size",
-    "curvature_product",
+    "curvature_operator",
     "found_curvature",
     "gauss_newton_direction",
     "loss_and_gradients",
@@ -55,13 +60,10 @@ __all__ = [
     "rejection_status",
     "right_hand_side",
     "search_direction",
+    "step_status",
     "trust_ratio",
 ]
 
-Blocks = list[TensorVariable]
-
-#: Factor raising the damping after a rejected step when the trust region is off.
-REJECTION_DAMPING_FACTOR = 1.5
 
 
 class Rejection(enum.IntEnum):
@@ -144,60 +146,51 @@ class StepSize(NamedTuple):
     success: TensorVariable  # dtype=bool: whether the line search found a decrease
 
 
-def curvature_product(loss: TensorVariable, outputs: TensorVariable, params: Sequence,
-                      sum_products: Callable[[Blocks], Blocks] | None = None,
-                      ) -> Callable[[Blocks], Blocks]:
+def curvature_operator(loss: TensorVariable, outputs: TensorVariable, params: Sequence,
+                       parallel: DataParallel | None = None) -> Operator:
     """``v -> G v`` (:func:`sgn_theano.curvature.gauss_newton_operator`: the arguments
-    were checked at :class:`sgn_theano.SGN`'s door), summed by ``sum_products`` over the
-    processes of a data-parallel step."""
+    were checked at :class:`sgn_theano.SGN`'s door), with ``parallel`` summed over the
+    processes of a data-parallel step
+    (:meth:`~sgn_theano.data_parallel.DataParallel.curvature_sum`)."""
     gauss_newton = gauss_newton_operator(loss, outputs, params)
-    if sum_products is None:
+    if parallel is None:
         return gauss_newton
-    return lambda vectors: sum_products(gauss_newton(vectors))
+    return lambda vectors: parallel.curvature_sum(gauss_newton(vectors))
 
 
 def gauss_newton_direction(
-    loss: TensorVariable,
-    params: Sequence[TensorVariable],
-    outputs: TensorVariable,
-    rhs: Sequence[TensorVariable],
+    product: Operator,
+    rhs: Blocks,
     damping: TensorVariable,
     *,
     max_cg_iters: int,
     cg_tol: float | TensorVariable = 0.0,
-    x0: Sequence[TensorVariable] | None = None,
-    preconditioner: Callable[[Blocks], Blocks] | None = None,
+    x0: Blocks | None = None,
+    preconditioner: Operator | None = None,
     progress_tol: float = 0.0,
     early_exit: bool = True,
-    sum_products: Callable[[Blocks], Blocks] | None = None,
 ) -> CGResult:
     """Solve :math:`(G + \\rho I) d = b` by conjugate gradient, symbolically.
 
     Parameters
     ----------
-    loss, params, outputs
-        As in :func:`sgn_theano.curvature.gauss_newton_product`.
+    product : callable
+        ``v -> G v`` on blocks shaped like the parameters
+        (:func:`curvature_operator`, :func:`sgn_theano.curvature.gauss_newton_operator`).
     rhs : list of TensorVariable
-        :math:`b`, shaped like ``params`` (``-g`` for the SGN direction).
+        :math:`b`, shaped like the parameters (``-g`` for the SGN direction), best with
+        static shapes (:func:`sgn_theano.block_layout.with_static_shapes`): CG's flat
+        vector is then cut at constant offsets.
     damping : scalar TensorVariable
         :math:`\\rho \\ge 0`.
     max_cg_iters, cg_tol, x0, preconditioner, progress_tol, early_exit
         As ``max_iters``, ``tol``, ``x0``, ``preconditioner``, ``progress_tol`` and
         ``early_exit`` of :func:`sgn_theano.cg.conjugate_gradient`.
-    sum_products : callable, optional
-        Applied to each :math:`G v` before the damping is added: the sum over the
-        processes of a data-parallel step
-        (:meth:`sgn_theano.data_parallel.DataParallel.weighted_sum`).
     """
-
-    product = curvature_product(loss, outputs, params, sum_products)
 
     def damped_product(vectors: Blocks) -> Blocks:
         return [gv + damping * vector for gv, vector in zip(product(vectors), vectors)]
 
-    # Shapes known before compiling: CG's flat vector is then cut at constant offsets.
-    rhs = [pt.specify_shape(block, shape) if shape is not None else block
-           for block, shape in zip(rhs, static_shapes(params))]
     return conjugate_gradient(
         damped_product, rhs, max_iters=max_cg_iters, tol=cg_tol, x0=x0,
         preconditioner=preconditioner, progress_tol=progress_tol, early_exit=early_exit,
@@ -219,13 +212,12 @@ def right_hand_side(gradients: Blocks, gradient_finite: TensorVariable, state: S
     return [-average for average in averages], updates
 
 
-def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config: SGNConfig,
-                     early_exit: bool, sum_products: Callable[[Blocks], Blocks] | None = None,
-                     preconditioner: Callable[[Blocks], Blocks] | None = None) -> CGResult:
-    """CG on :math:`(G + \\rho I) d = b` with the options of ``config``: the tolerance
-    relative to :math:`\\lVert b \\rVert`, the warm start from the last accepted
-    direction, and ``preconditioner`` (:func:`sgn_theano.preconditioning.registry.
-    build_preconditioner`'s); ``sum_products`` as in :func:`gauss_newton_direction`."""
+def search_direction(product: Operator, rhs: Blocks, state: SGNState, config: SGNConfig,
+                     early_exit: bool, preconditioner: Operator | None = None) -> CGResult:
+    """CG on :math:`(G + \\rho I) d = b`, ``product`` giving :math:`G v`, with the
+    options of ``config``: the tolerance relative to :math:`\\lVert b \\rVert`, the warm
+    start from the last accepted direction, and ``preconditioner``
+    (:func:`sgn_theano.preconditioning.registry.build_preconditioner`'s)."""
     rho, dtype = state.damping, state.damping.dtype
     x0 = None
     if state.direction:
@@ -233,14 +225,14 @@ def search_direction(loss, params, outputs, rhs: Blocks, state: SGNState, config
         x0 = [decay * previous for previous in state.direction]
     tolerance = pt.constant(config.cg_tol, dtype=dtype) * pt.sqrt(dot(rhs, rhs))
     return gauss_newton_direction(
-        loss, params, outputs, rhs, rho, max_cg_iters=config.max_cg_iters, cg_tol=tolerance,
-        x0=x0, preconditioner=preconditioner, progress_tol=config.cg_progress_tol,
-        early_exit=early_exit, sum_products=sum_products,
+        product, with_static_shapes(rhs, state.params), rho, max_cg_iters=config.max_cg_iters,
+        cg_tol=tolerance, x0=x0, preconditioner=preconditioner,
+        progress_tol=config.cg_progress_tol, early_exit=early_exit,
     )
 
 
 def model_momentum_update(direction: Blocks, gradients: Blocks, damped_curvature: TensorVariable,
-                          product: Callable[[Blocks], Blocks], state: SGNState,
+                          product: Operator, state: SGNState,
                           ) -> tuple[Blocks, TensorVariable]:
     """K-FAC's momentum (Martens and Grosse 2015): the update
     :math:`\\delta = \\alpha d + \\mu \\delta_{t-1}` that minimizes the quadratic model
@@ -356,7 +348,7 @@ def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVar
     ), rho.dtype)
     ceiling = pt.constant(max(config.max_damping, config.damping), dtype=rho.dtype)
     raised = pt.minimum(
-        pt.maximum(scheduled, pt.constant(REJECTION_DAMPING_FACTOR, dtype=rho.dtype) * rho),
+        pt.maximum(scheduled, pt.constant(INCREASE_FACTOR, dtype=rho.dtype) * rho),
         ceiling)
     return pt.switch(accepted, scheduled, raised)
 
@@ -382,18 +374,40 @@ def accepted_step_updates(state: SGNState, status: TensorVariable, step_size: Te
 
 
 def loss_and_gradients(loss: TensorVariable, params: Sequence, parallel: DataParallel | None
-                       ) -> tuple[TensorVariable, Blocks, Callable | None, Callable | None]:
-    """The loss and gradient of the whole batch, and the sums of a data-parallel step.
-
-    Returns ``(loss, gradients, sum_products, total)``: with ``parallel``, the loss and
-    gradient summed over the processes from this shard's mean ``loss``, the sum of
-    curvature products (:meth:`~sgn_theano.data_parallel.DataParallel.curvature_sum`) and
-    of a scalar (:meth:`~sgn_theano.data_parallel.DataParallel.total`); without,
-    ``loss``, its gradient and ``None`` twice."""
+                       ) -> tuple[TensorVariable, Blocks]:
+    """The loss and gradient of the whole batch: ``loss`` and its gradient, or with
+    ``parallel`` their sums over the processes from this shard's mean ``loss``
+    (:meth:`~sgn_theano.data_parallel.DataParallel.loss_and_gradients`)."""
     if parallel is None:
-        return loss, pytensor.grad(loss, params), None, None
-    loss, gradients = parallel.loss_and_gradients(loss, params)
-    return loss, gradients, parallel.curvature_sum, parallel.total
+        return loss, pytensor.grad(loss, params)
+    return parallel.loss_and_gradients(loss, params)
+
+
+def step_status(loss: TensorVariable, gradient_finite: TensorVariable, solution: CGResult,
+                rhs: Blocks, direction: Blocks, damped_curvature: TensorVariable,
+                slope: TensorVariable, size: StepSize, config: SGNConfig,
+                ) -> tuple[TensorVariable, TensorVariable]:
+    """The step's :class:`Rejection` code (:func:`rejection_status` of the checks in
+    order) and its ratio :math:`r`, reported where it was computed and decided nothing
+    else (the step accepted, or rejected by it), nan elsewhere."""
+    checks = [
+        (Rejection.NON_FINITE_GRADIENT, gradient_finite),
+        (Rejection.NO_POSITIVE_CURVATURE, found_curvature(solution, rhs)),
+        (Rejection.UNUSABLE_DIRECTION, isfinite(dot(direction, direction))
+         & isfinite(damped_curvature) & (slope < 0)),
+        (Rejection.NO_SUFFICIENT_DECREASE, size.success),
+    ]
+    nan = pt.constant(np.nan, dtype=loss.dtype)
+    ratio = nan
+    if config.evaluates_loss_after:
+        ratio, ratio_ok = trust_ratio(size.loss_after - loss, size.step_size, slope,
+                                      damped_curvature, config)
+        checks += [(Rejection.NON_FINITE_LOSS_AFTER, isfinite(size.loss_after)),
+                   (Rejection.RATIO_BELOW_THRESHOLD, ratio_ok)]
+    status = rejection_status(checks)
+    decided_by_ratio = (pt.eq(status, Rejection.ACCEPTED.value)
+                        | pt.ge(status, Rejection.RATIO_BELOW_THRESHOLD.value))
+    return status, pt.switch(decided_by_ratio, ratio, nan)
 
 
 def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
@@ -401,7 +415,8 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                curvature: tuple[TensorVariable, TensorVariable] | None = None,
                parallel: DataParallel | None = None, probe=None,
                layers: LayerMap | None = None) -> tuple[StepOutputs, OrderedDict]:
-    """The outputs and updates of one SGN step: the stages of this module in order.
+    """The outputs and updates of one SGN step: the stages of this module in order, on
+    one curvature operator built here.
 
     ``curvature`` is the ``(loss, outputs)`` pair of a curvature mini-batch
     (:func:`sgn_theano.curvature.curvature_batch`): the Gauss-Newton products, and so
@@ -421,47 +436,32 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
     """
     params, rho = state.params, state.damping
     curvature_loss, curvature_outputs = curvature or (loss, outputs)
-    shard_loss = loss
-    loss, gradients, sum_products, total = loss_and_gradients(loss, params, parallel)
-    gradient_finite = isfinite(loss) & isfinite(dot(gradients, gradients))
+    batch_loss, gradients = loss_and_gradients(loss, params, parallel)
+    gradient_finite = isfinite(batch_loss) & isfinite(dot(gradients, gradients))
     rhs, updates = right_hand_side(gradients, gradient_finite, state, config)
-    product = curvature_product(curvature_loss, curvature_outputs, params, sum_products)
+    product = curvature_operator(curvature_loss, curvature_outputs, params, parallel)
     preconditioner, preconditioner_updates = build_preconditioner(PreconditionerInputs(
         params, gradients, gradient_finite, rhs, product, rho, state, config, probe=probe,
-        curvature=(curvature_loss, curvature_outputs), layers=layers, total=sum_products))
+        curvature=(curvature_loss, curvature_outputs), layers=layers,
+        total=None if parallel is None else parallel.curvature_sum))
     updates.update(preconditioner_updates)
-    solution = search_direction(curvature_loss, params, curvature_outputs, rhs, state, config,
-                                early_exit, sum_products, preconditioner)
+    solution = search_direction(product, rhs, state, config, early_exit, preconditioner)
     direction = solution.x
     damped_curvature = dot(direction, rhs) - dot(direction, solution.residual)
     if config.model_momentum:
         direction, damped_curvature = model_momentum_update(direction, gradients,
                                                             damped_curvature, product, state)
     slope = dot(gradients, direction)
-    size = choose_step_size(shard_loss, params, direction, slope, config, early_exit,
-                            loss_now=loss, total=total)
-    checks = [
-        (Rejection.NON_FINITE_GRADIENT, gradient_finite),
-        (Rejection.NO_POSITIVE_CURVATURE, found_curvature(solution, rhs)),
-        (Rejection.UNUSABLE_DIRECTION, isfinite(dot(direction, direction))
-         & isfinite(damped_curvature) & (slope < 0)),
-        (Rejection.NO_SUFFICIENT_DECREASE, size.success),
-    ]
-    ratio = pt.constant(np.nan, dtype=loss.dtype)
-    if config.evaluates_loss_after:
-        ratio, ratio_ok = trust_ratio(size.loss_after - loss, size.step_size, slope,
-                                      damped_curvature, config)
-        checks += [(Rejection.NON_FINITE_LOSS_AFTER, isfinite(size.loss_after)),
-                   (Rejection.RATIO_BELOW_THRESHOLD, ratio_ok)]
-    status = rejection_status(checks)
-    accepted = pt.eq(status, Rejection.ACCEPTED.value)
-    # Report r where it was computed and decided nothing else: accepted, or rejected by it.
-    ratio = pt.switch(accepted | pt.ge(status, Rejection.RATIO_BELOW_THRESHOLD.value), ratio,
-                      pt.constant(np.nan, dtype=loss.dtype))
-    updates[rho] = next_damping(rho, ratio, accepted, state, config)
+    size = choose_step_size(loss, params, direction, slope, config, early_exit,
+                            loss_now=batch_loss,
+                            total=None if parallel is None else parallel.total)
+    status, ratio = step_status(batch_loss, gradient_finite, solution, rhs, direction,
+                                damped_curvature, slope, size, config)
+    updates[rho] = next_damping(rho, ratio, pt.eq(status, Rejection.ACCEPTED.value), state,
+                                config)
     updates.update(accepted_step_updates(state, status, size.step_size, direction, solution.x))
     step_outputs = StepOutputs(
-        loss=loss, loss_after=size.loss_after, damping=rho, ratio=ratio,
+        loss=batch_loss, loss_after=size.loss_after, damping=rho, ratio=ratio,
         step_size=size.step_size, cg_iterations=solution.iterations,
         cg_residual_norm=solution.residual_norm, line_search_tries=size.tries, status=status)
     return step_outputs, updates

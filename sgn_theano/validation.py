@@ -18,7 +18,10 @@ from pytensor.graph.basic import Constant, Variable
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.errors import SGNInputError, SGNInputTypeError
+
 __all__ = [
+    "batched",
     "check_batch",
     "check_computed_from",
     "check_float",
@@ -27,7 +30,6 @@ __all__ = [
     "check_integer",
     "check_loss",
     "check_matching_blocks",
-    "check_mode",
     "check_params",
     "free_inputs",
     "get_or_compute_grads",
@@ -36,25 +38,33 @@ __all__ = [
 ]
 
 
+def batched(items: Sequence) -> list:
+    """The items with a batch axis: the symbolic inputs or arrays with at least one
+    dimension, whose first axis is the batch's (a scalar input, such as a learning rate,
+    is not cut into rows)."""
+    return [item for item in items
+            if (item.type.ndim if isinstance(item, Variable) else np.ndim(item)) >= 1]
+
+
 def check_params(params: Sequence) -> list[SharedVariable]:
     """Return ``params`` as a list after checking they are distinct float shared tensors."""
     if isinstance(params, Variable) or not isinstance(params, (list, tuple)):
-        raise TypeError("`params` must be a list of shared variables, got "
+        raise SGNInputTypeError("`params` must be a list of shared variables, got "
                         f"{type(params).__name__}.")
     if not params:
-        raise ValueError("`params` is empty: pass the shared variables to optimize.")
+        raise SGNInputError("`params` is empty: pass the shared variables to optimize.")
     seen = {}
     for i, param in enumerate(params):
         if not isinstance(param, SharedVariable) or not isinstance(param, TensorVariable):
-            raise TypeError(
+            raise SGNInputTypeError(
                 f"Element {i} of `params` ({param!r}) is not a shared tensor variable; "
                 "create parameters with `pytensor.shared(numpy_array)`."
             )
         if not param.dtype.startswith("float"):
-            raise TypeError(f"Element {i} of `params` ({param.name}) has dtype {param.dtype}; "
+            raise SGNInputTypeError(f"Element {i} of `params` ({param.name}) has dtype {param.dtype}; "
                             "parameters must be floating point.")
         if id(param) in seen:
-            raise ValueError(f"Elements {seen[id(param)]} and {i} of `params` are the same "
+            raise SGNInputError(f"Elements {seen[id(param)]} and {i} of `params` are the same "
                              f"variable ({param.name}); list each parameter once.")
         seen[id(param)] = i
     return list(params)
@@ -63,33 +73,33 @@ def check_params(params: Sequence) -> list[SharedVariable]:
 def check_loss(loss) -> TensorVariable:
     """Check ``loss`` is a scalar floating-point symbolic variable."""
     if not isinstance(loss, TensorVariable):
-        raise TypeError(f"`loss` must be a symbolic PyTensor scalar, got {type(loss).__name__}.")
+        raise SGNInputTypeError(f"`loss` must be a symbolic PyTensor scalar, got {type(loss).__name__}.")
     if loss.type.ndim != 0:
-        raise ValueError(f"`loss` must be a scalar (a mean over the batch), got a tensor with "
+        raise SGNInputError(f"`loss` must be a scalar (a mean over the batch), got a tensor with "
                          f"{loss.type.ndim} dimensions; reduce it with `.mean()`.")
     if not loss.dtype.startswith("float"):
-        raise TypeError(f"`loss` must be floating point, got dtype {loss.dtype}.")
+        raise SGNInputTypeError(f"`loss` must be floating point, got dtype {loss.dtype}.")
     return loss
 
 
 def check_computed_from(loss: TensorVariable, outputs) -> None:
     """Check ``outputs`` is a symbolic tensor that ``loss`` is computed from."""
     if not isinstance(outputs, TensorVariable):
-        raise TypeError(f"`outputs` must be a symbolic PyTensor tensor, got "
+        raise SGNInputTypeError(f"`outputs` must be a symbolic PyTensor tensor, got "
                         f"{type(outputs).__name__}.")
     if outputs not in ancestors([loss]):
-        raise ValueError("`loss` is not computed from `outputs`: pass the variable the loss "
+        raise SGNInputError("`loss` is not computed from `outputs`: pass the variable the loss "
                          "was built from (the logits, or the linear regression output).")
 
 
 def check_matching_blocks(name: str, references: Sequence, blocks: Sequence, what: str):
     """Check ``blocks`` has one entry per reference, each with the same number of dims."""
     if len(references) != len(blocks):
-        raise ValueError(f"`{name}` has {len(blocks)} entries but there are "
+        raise SGNInputError(f"`{name}` has {len(blocks)} entries but there are "
                          f"{len(references)} {what}.")
     for i, (reference, block) in enumerate(zip(references, blocks)):
         if reference.type.ndim != block.type.ndim:
-            raise ValueError(f"Element {i} of `{name}` has {block.type.ndim} dimensions, "
+            raise SGNInputError(f"Element {i} of `{name}` has {block.type.ndim} dimensions, "
                              f"but the matching {what[:-1]} has {reference.type.ndim}.")
 
 
@@ -99,11 +109,11 @@ def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable])
     upstream = set(ancestors([outputs]))
     for i, param in enumerate(params):
         if param not in upstream:
-            raise ValueError(f"`outputs` do not depend on element {i} of `params` "
+            raise SGNInputError(f"`outputs` do not depend on element {i} of `params` "
                              f"({param.name}); remove it or fix the model.")
     dtypes = {param.dtype for param in params} | {outputs.dtype, loss.dtype}
     if len(dtypes) != 1:
-        raise TypeError(f"`params`, `outputs` and `loss` must share one dtype, got "
+        raise SGNInputTypeError(f"`params`, `outputs` and `loss` must share one dtype, got "
                         f"{sorted(dtypes)}; build the model in one floatX.")
     return loss.dtype
 
@@ -113,7 +123,7 @@ def get_or_compute_grads(loss_or_grads, params: Sequence) -> list[TensorVariable
     params = check_params(params)
     if isinstance(loss_or_grads, (list, tuple)):
         if len(loss_or_grads) != len(params):
-            raise ValueError(f"Got {len(loss_or_grads)} gradients for {len(params)} parameters.")
+            raise SGNInputError(f"Got {len(loss_or_grads)} gradients for {len(params)} parameters.")
         return list(loss_or_grads)
     return pytensor.grad(check_loss(loss_or_grads), params)
 
@@ -124,13 +134,13 @@ def check_float(
 ) -> float:
     """Return ``value`` as a float after checking it is finite and within the bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+        raise SGNInputTypeError(f"`{name}` must be a number, got {type(value).__name__}.")
     value = float(value)
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if not math.isfinite(value) or below or above:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be a finite number in {interval}, got {value!r}.")
+        raise SGNInputError(f"`{name}` must be a finite number in {interval}, got {value!r}.")
     return value
 
 
@@ -140,7 +150,7 @@ def scalar_hyperparameter(name: str, value, dtype: str, **bounds) -> TensorVaria
     shared variable, to change later without recompiling) is cast."""
     if isinstance(value, Variable):
         if getattr(value.type, "ndim", None) != 0:
-            raise ValueError(f"`{name}` must be a scalar, got {value.type}.")
+            raise SGNInputError(f"`{name}` must be a scalar, got {value.type}.")
         return pytensor.tensor.cast(value, dtype)
     return pytensor.tensor.constant(check_float(name, value, **bounds), dtype=dtype)
 
@@ -148,33 +158,10 @@ def scalar_hyperparameter(name: str, value, dtype: str, **bounds) -> TensorVaria
 def check_integer(name: str, value, *, low: int) -> int:
     """Return ``value`` after checking it is an integer ``>= low``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+        raise SGNInputTypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
     if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+        raise SGNInputError(f"`{name}` must be >= {low}, got {value}.")
     return int(value)
-
-
-def check_mode(mode):
-    """Resolve a compile mode, or raise ``ValueError`` naming the bad one.
-
-    ``None`` and the names of :data:`sgn_theano.compilation.modes.MODES` are
-    :func:`sgn_theano.compilation.modes.compile_mode` (``None``: C where a BLAS can be linked, else
-    NUMBA; its errors, such as the C mode without a BLAS, pass through unchanged);
-    anything else is handed to PyTensor, its backend given the library's ops
-    (:func:`sgn_theano.compilation.modes.prepare_backend`), and
-    its last merge pass made :class:`sgn_theano.compilation.merge_rewrite.DestroyAwareMerge`.
-    """
-    from sgn_theano.compilation.merge_rewrite import with_destroy_aware_merge
-    from sgn_theano.compilation.modes import MODES, compile_mode, prepare_backend
-
-    if mode is None or isinstance(mode, str) and mode in MODES:
-        return compile_mode(mode)
-    try:
-        resolved = pytensor.compile.mode.get_mode(mode)
-    except Exception as error:  # pytensor raises several kinds for unknown names
-        raise ValueError(f"Unknown compile `mode` {mode!r}: {error}") from None
-    prepare_backend(resolved)
-    return with_destroy_aware_merge(resolved)
 
 
 def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.ndarray]:
@@ -185,33 +172,33 @@ def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.nd
     integer), share a non-empty first axis, and hold only finite values.
     """
     if len(batch) != len(inputs):
-        raise ValueError(f"`step` takes {len(inputs)} arrays (one per input: "
+        raise SGNInputError(f"`step` takes {len(inputs)} arrays (one per input: "
                          f"{[variable.name for variable in inputs]}), got {len(batch)}.")
     arrays = []
     for i, (variable, value) in enumerate(zip(inputs, batch)):
         label = f"batch array {i} ({variable.name or variable.type})"
         array = np.asarray(value)
         if array.ndim != variable.type.ndim:
-            raise ValueError(f"{label} has {array.ndim} dimensions, expected "
+            raise SGNInputError(f"{label} has {array.ndim} dimensions, expected "
                              f"{variable.type.ndim}.")
         for axis, (size, static) in enumerate(zip(array.shape, variable.type.shape)):
             if static is not None and size != static:
-                raise ValueError(f"{label} has size {size} on axis {axis}, expected {static}.")
+                raise SGNInputError(f"{label} has size {size} on axis {axis}, expected {static}.")
         if array.dtype != variable.dtype:
             if array.dtype.kind not in "biuf" or not np.can_cast(
                 array.dtype, variable.dtype, casting="same_kind"
             ):
-                raise TypeError(f"{label} has dtype {array.dtype}, which does not convert "
+                raise SGNInputTypeError(f"{label} has dtype {array.dtype}, which does not convert "
                                 f"safely to the input's {variable.dtype}.")
             array = array.astype(variable.dtype)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise ValueError(f"{label} contains NaN or infinite values.")
+            raise SGNInputError(f"{label} contains NaN or infinite values.")
         arrays.append(array)
-    sizes = {array.shape[0] for array in arrays if array.ndim > 0}
+    sizes = {array.shape[0] for array in batched(arrays)}
     if len(sizes) > 1:
-        raise ValueError(f"Batch arrays disagree on the batch size: {sorted(sizes)}.")
+        raise SGNInputError(f"Batch arrays disagree on the batch size: {sorted(sizes)}.")
     if sizes == {0}:
-        raise ValueError("The batch is empty.")
+        raise SGNInputError("The batch is empty.")
     return arrays
 
 
@@ -226,22 +213,22 @@ def free_inputs(loss: TensorVariable) -> list[TensorVariable]:
 def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]:
     """Check ``inputs`` are the free symbolic variables ``loss`` needs, and only those."""
     if isinstance(inputs, Variable) or not isinstance(inputs, (list, tuple)):
-        raise TypeError("`inputs` must be a list of symbolic variables (the batch), got "
+        raise SGNInputTypeError("`inputs` must be a list of symbolic variables (the batch), got "
                         f"{type(inputs).__name__}.")
     for i, variable in enumerate(inputs):
         if not isinstance(variable, TensorVariable) or variable.owner is not None or isinstance(
             variable, (SharedVariable, Constant)
         ):
-            raise TypeError(f"Element {i} of `inputs` ({variable!r}) must be a free symbolic "
+            raise SGNInputTypeError(f"Element {i} of `inputs` ({variable!r}) must be a free symbolic "
                             "tensor such as `pt.matrix('x')`.")
     free = free_inputs(loss)
     missing = [variable for variable in free if variable not in inputs]
     if missing:
-        raise ValueError(f"`loss` needs inputs that are not in `inputs`: "
+        raise SGNInputError(f"`loss` needs inputs that are not in `inputs`: "
                          f"{[variable.name or str(variable) for variable in missing]}.")
     unused = [variable for variable in inputs if variable not in free]
     if unused:
-        raise ValueError(f"`inputs` holds variables `loss` does not use: "
+        raise SGNInputError(f"`inputs` holds variables `loss` does not use: "
                          f"{[variable.name or str(variable) for variable in unused]}; leave "
                          "them out (`step` takes one array per input).")
     return list(inputs)
@@ -258,7 +245,7 @@ def set_checked_values(targets: Sequence[tuple[str, SharedVariable, object]]) ->
     for label, variable, value in targets:
         current, array = variable.get_value(borrow=True), np.asarray(value)
         if array.shape != current.shape or array.dtype != current.dtype:
-            raise ValueError(f"{label} has shape {array.shape} and dtype {array.dtype}, "
+            raise SGNInputError(f"{label} has shape {array.shape} and dtype {array.dtype}, "
                              f"expected {current.shape} and {current.dtype}: is it from "
                              "another model?")
         arrays.append(array)

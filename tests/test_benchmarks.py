@@ -1,4 +1,4 @@
-"""The step benchmark runs end to end (tiny sizes, no timing asserted)."""
+"""The micro-benchmarks run end to end (tiny sizes, no timing asserted)."""
 
 import json
 import os
@@ -53,23 +53,3 @@ def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path)
             figures = row[loss]
             assert figures["over_gradient"] == figures["build_s"] / figures["gradient_build_s"]
     assert "hand/lib" in completed.stdout and "lib/grad" in completed.stdout
-
-
-@pytest.mark.slow
-def test_round_robin_steps_every_method_to_the_same_seconds(tmp_path):
-    output = tmp_path / "round_robin.json"
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_round_robin.py"),
-               "--task", "sine", "--batch-size", "700", "--seconds", "2", "--every", "0.5",
-               "--marks", "1", "2", "--seeds", "0", "--methods", "sgn", "sgd:0.01",
-               "--output", str(output)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert completed.returncode == 0, completed.stderr
-    record = json.loads(output.read_text())
-    assert record["task"] == "sine" and record["methods"] == ["sgn", "sgd:0.01"]
-    for records in record["results"]["0"].values():
-        assert records[-1]["seconds"] >= 2 and len(records) >= 3  # evaluated along the way
-        assert records[-1]["test_loss"] < records[0]["test_loss"]  # it learned
-    assert "| sgn |" in completed.stdout and "| sgd:0.01 |" in completed.stdout
-    too_big = subprocess.run(command[:4] + ["--batch-size", "701"], capture_output=True,
-                             text=True, timeout=600, cwd=ROOT)
-    assert too_big.returncode != 0 and "700 training rows" in too_big.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 
 from sgn_theano.block_layout import BlockLayout, static_shapes
 

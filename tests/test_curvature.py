@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import (LOSSES, TEST_MODE, TOLERANCE, build_problem, dense_gauss_newton,
+from helpers import (LOSSES, TEST_MODE, TOLERANCE, build_problem, dense_gauss_newton,
                       flatten, make_batch, unflatten)
 
 from sgn_theano import (gauss_newton_product, jacobian_vector_product, loss_hessian_product,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from test_cg import reference_cg
 from test_optimizer import DAMPING, SIZES
 
-from conftest import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch
+from helpers import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_batch
 from sgn_theano import SGN, SGNConfig, sgn
 from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.cg import UNROLLED_MAX_ITERS

@@ -6,7 +6,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 from hypothesis import given
 from hypothesis import strategies as st
 

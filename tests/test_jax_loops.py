@@ -5,7 +5,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import NEEDS_JAX
+from helpers import NEEDS_JAX
 from pytensor.scan.utils import until
 
 from sgn_theano import SGN, conjugate_gradient, softmax_cross_entropy

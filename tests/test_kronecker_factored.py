@@ -8,7 +8,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from pytensor.gradient import jacobian
-from conftest import TEST_MODE, assert_resumes_exactly, dense_gauss_newton, flatten
+from helpers import TEST_MODE, assert_resumes_exactly, dense_gauss_newton, flatten
 
 from sgn_theano import SGN
 from sgn_theano.cg import conjugate_gradient

@@ -4,7 +4,7 @@
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 
 from sgn_theano.models import lenet5, mlp
 from sgn_theano.preconditioning.layer_detection import find_layers

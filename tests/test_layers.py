@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import NEEDS_JAX, TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
+from helpers import NEEDS_JAX, TEST_MODE, TOLERANCE, dense_gauss_newton, flatten, unflatten
 
 from sgn_theano import SGN, gauss_newton_product, softmax_cross_entropy
 from sgn_theano.models.layers import conv2d, max_pool2d

@@ -3,7 +3,7 @@
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

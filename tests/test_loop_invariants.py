@@ -3,7 +3,7 @@
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from conftest import TEST_MODE, build_problem
+from helpers import TEST_MODE, build_problem
 from pytensor.compile.mode import Mode
 from pytensor.graph.traversal import ancestors, applys_between
 from pytensor.scan.op import Scan
@@ -13,6 +13,7 @@ from sgn_theano.cg import UNROLLED_MAX_ITERS
 from sgn_theano.compat import GRAPH_SOFTMAX_OPS
 from sgn_theano.compilation.loop_invariants import (hoist_loop_invariants, loops_compiled_in,
                                                     scan_on_stand_ins)
+from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.optimizer import gauss_newton_direction
 
 
@@ -63,9 +64,9 @@ def test_hoists_nested_invariants_and_keeps_the_variant_part():
 def test_cg_loop_body_does_not_recompute_the_forward_pass():
     loss, outputs, params, _ = build_problem("softmax_cross_entropy", "tanh", "float64")
     gradients = pytensor.grad(loss, params)
-    solution = gauss_newton_direction(loss, params, outputs, [-g for g in gradients],
-                                      pt.constant(0.1, dtype="float64"),
-                                      max_cg_iters=LOOPED)
+    solution = gauss_newton_direction(gauss_newton_operator(loss, outputs, params),
+                                      [-g for g in gradients],
+                                      pt.constant(0.1, dtype="float64"), max_cg_iters=LOOPED)
     (loop,) = {v.owner for v in ancestors(solution.x)
                if v.owner is not None and isinstance(v.owner.op, Scan)}
     names = scalar_op_names(loop.op)

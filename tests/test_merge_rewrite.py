@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import BACKENDS
+from helpers import BACKENDS
 from pytensor.compile.mode import Mode, get_mode
 from pytensor.graph.rewriting.basic import MergeOptimizer
 

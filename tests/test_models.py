@@ -5,7 +5,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from pytensor.graph.traversal import ancestors
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 
 from sgn_theano.models import ACTIVATIONS, mlp
 

@@ -9,7 +9,7 @@ import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from conftest import NEEDS_JAX, flatten, unflatten
+from helpers import NEEDS_JAX, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.compilation.modes import compile_mode

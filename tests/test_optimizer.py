@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import (TEST_MODE, assert_resumes_exactly, build_problem, dense_gauss_newton,
+from helpers import (TEST_MODE, assert_resumes_exactly, build_problem, dense_gauss_newton,
                       flatten, make_batch)
 
 from sgn_theano import SGN, sgn

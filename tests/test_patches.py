@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import BACKENDS, TEST_MODE
+from helpers import BACKENDS, TEST_MODE
 
 from sgn_theano.compat import pushforward
 from sgn_theano.compilation.modes import compile_mode

@@ -34,7 +34,7 @@ def test_import_and_construction_change_nothing():
             warnings.simplefilter("error", sgn_theano.compilation.modes.BlasLinkWarning)
             # what SGN(mode="C") does to the process before it compiles (C compilation
             # itself changes no flag; FAST_COMPILE builds the same step without gcc)
-            sgn_theano.validation.check_mode("C")
+            sgn_theano.compilation.modes.check_mode("C")
             sgn_theano.SGN(loss, params, logits, [x, y], mode="FAST_COMPILE")
         assert pytensor.config.blas__ldflags == before, "SGN changed blas__ldflags"
         loaded = {"tqdm", "matplotlib", "jax", "sgn_theano.bench"} & set(sys.modules)
@@ -46,8 +46,7 @@ def test_import_and_construction_change_nothing():
 
 LINK = """
     import warnings, pytensor
-    from sgn_theano.compilation.modes import compile_mode, default_mode_name
-    from sgn_theano.validation import check_mode
+    from sgn_theano.compilation.modes import check_mode, compile_mode, default_mode_name
     print(default_mode_name())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

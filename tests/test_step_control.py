@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE, dense_gauss_newton, flatten
+from helpers import TEST_MODE, dense_gauss_newton, flatten
 from test_optimizer import DAMPING, exact_direction, linear_regression, poisoned_problem
 
 from sgn_theano import SGN

@@ -1,19 +1,18 @@
 """The stages of the SGN step, each on its own (no whole step compiled), and the
-configuration and state records they read."""
+state record they read (the options: ``test_sgn_config.py``)."""
 
-import dataclasses
 import itertools
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE, build_problem
+from helpers import TEST_MODE
 
-from sgn_theano import SGN, SGNConfig
+from sgn_theano import SGNConfig
 from sgn_theano.sgn_state import SGNState
+from sgn_theano.damping import INCREASE_FACTOR
 from sgn_theano.step_stages import (
-    REJECTION_DAMPING_FACTOR,
     Rejection,
     StepInfo,
     StepOutputs,
@@ -28,31 +27,6 @@ from sgn_theano.step_stages import (
 def shared_params(rng, shapes=((2, 3), (3,))):
     return [pytensor.shared(rng.standard_normal(shape), name=f"p{i}")
             for i, shape in enumerate(shapes)]
-
-
-def test_config_reads_like_a_mapping_and_is_frozen():
-    config = SGNConfig(max_cg_iters=np.int32(5), damping=np.float32(0.5), min_damping=0.5)
-    assert dict(config)["max_cg_iters"] == 5 and type(config["max_cg_iters"]) is int
-    assert type(config["damping"]) is float
-    assert list(config) == [field.name for field in dataclasses.fields(SGNConfig)]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.damping = 1.0
-    with pytest.raises(KeyError):
-        config["no_such_option"]
-    assert config == SGNConfig(max_cg_iters=5, damping=0.5, min_damping=0.5)
-    assert config != SGNConfig(max_cg_iters=6, damping=0.5, min_damping=0.5)
-
-
-def test_config_records_a_callable_preconditioner_as_custom():
-    loss, outputs, params, inputs = build_problem("squared_error", "tanh", "float64")
-
-    def identity(blocks):
-        return blocks
-
-    optimizer = SGN(loss, params, outputs, inputs, preconditioner=identity, mode=TEST_MODE)
-    assert optimizer.config.preconditioner is identity  # one place: the config itself
-    assert optimizer.config.to_dict()["preconditioner"] == "custom"
-    assert optimizer.state_dict()["config"] == optimizer.config.to_dict()
 
 
 def test_state_holds_the_roles_the_options_use(rng):
@@ -155,7 +129,7 @@ def test_scheduled_damping_is_raised_after_a_rejected_step(rng, accepted):
     scheduled = 1.0 + (0.1 - 1.0) * 3 / 9  # the value of step 3 of the linear decay
     for current in (0.2, 0.6, 5.0):
         expected = scheduled if accepted else min(max(scheduled,
-                                                      REJECTION_DAMPING_FACTOR * current), 1e6)
+                                                      INCREASE_FACTOR * current), 1e6)
         assert damping(current) == pytest.approx(expected)
 
 

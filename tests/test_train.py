@@ -5,11 +5,12 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytensor.tensor as pt
 import pytest
-from conftest import TEST_MODE
+from helpers import TEST_MODE
 from idx_files import write_cifar10_like, write_mnist_like
 
 from resumable_run import synthetic_blobs
@@ -18,9 +19,11 @@ from sgn_theano import adam, softmax_cross_entropy
 from sgn_theano.bench.cli import _apply_defaults, build_parser, main, parse_optimizers
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.bench.paper import PaperExperiment, format_paper_table, run_paper
-from sgn_theano.bench.plots import smoothed
+from sgn_theano.bench.plots import line_styles, smoothed
 from sgn_theano.bench.table import record_markdown
 from sgn_theano.models import mlp
+from sgn_theano.bench import train as train_module
+from sgn_theano.bench.round_robin import train_round_robin
 from sgn_theano.bench.train import FirstOrder, make_evaluator, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,9 +86,87 @@ def test_parse_optimizers_grid():
     assert parse_optimizers("sgn:3,5") == [("sgn", 3.0), ("sgn", 5.0)]
     assert parse_optimizers("sgd:0.01,0.1,1") == [("sgd", 0.01), ("sgd", 0.1), ("sgd", 1.0)]
     assert parse_optimizers("adam") == [("adam", 1e-3)]
-    for bad in ("sgn:2.5", "lbfgs", "sgd:-1", "sgd:abc", "sgd:0.1,nan"):
-        with pytest.raises(Exception, match="sgn|optimizer|number|positive"):
+    assert parse_optimizers("sgn:max_cg_iters=10,preconditioner=kfac,warm_start=0.5") == [
+        ("sgn", {"max_cg_iters": 10, "preconditioner": "kfac", "warm_start": 0.5})]
+    for bad in ("sgn:2.5", "lbfgs", "sgd:-1", "sgd:abc", "sgd:0.1,nan", "sgn:max_iters=3",
+                "sgn:3,damping=1"):
+        with pytest.raises(Exception, match="sgn|optimizer|number|positive|option"):
             parse_optimizers(bad)
+
+
+class Clocked:
+    """A stand-in optimizer whose every step takes ``cost`` seconds of a shared fake
+    clock, and which logs the step times of every run at each of its steps."""
+
+    def __init__(self, name, cost, clock, log):
+        self.name, self.cost, self.clock, self.log = name, cost, clock, log
+
+    def step(self, *batch):
+        self.log.append(self.name)
+        self.clock[0] += self.cost
+        return 1.0
+
+
+def test_round_robin_steps_the_run_with_the_least_time_first(monkeypatch):
+    clock, log = [0.0], []
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    costs = {"cheap": 0.1, "dear": 0.3}
+    optimizers = {name: (Clocked(name, cost, clock, log), fake_evaluate)
+                  for name, cost in costs.items()}
+    results = train_round_robin(optimizers, (np.zeros(10),), batch_size=5, time_budget=1.0,
+                                checkpoints=[0.5], progress=False)
+    spent = {name: 0.0 for name in costs}
+    for name in log:  # each step went to a run with no more step time than the other
+        assert spent[name] <= min(spent.values()) + 1e-12
+        spent[name] += costs[name]
+    for name, result in results.items():
+        assert result.train_time == pytest.approx(spent[name]) and result.train_time >= 1.0
+        assert result.steps == log.count(name)
+        times = [point.time for point in result.history]
+        assert times[0] == 0 and times[-1] == result.train_time
+        assert any(0.5 <= time < 1.0 for time in times)  # evaluated at the checkpoint
+    assert results["cheap"].steps == 10 and results["dear"].steps == 4
+
+
+def test_plots_give_a_setting_one_colour_and_a_batch_size_one_line_style():
+    runs = [{"optimizer": f"{name} (batch {size})", "batch_size": size}
+            for name in ("SGN k=3", "SGD lr=0.1") for size in (1000, 100)]
+    styles = line_styles({"runs": runs})
+    assert styles["SGN k=3 (batch 100)"]["color"] == styles["SGN k=3 (batch 1000)"]["color"]
+    assert styles["SGN k=3 (batch 100)"]["color"] != styles["SGD lr=0.1 (batch 100)"]["color"]
+    assert (styles["SGD lr=0.1 (batch 100)"]["linestyle"]
+            == styles["SGN k=3 (batch 100)"]["linestyle"]
+            != styles["SGN k=3 (batch 1000)"]["linestyle"])
+
+
+def test_progress_in_a_log_is_one_line_per_evaluation(capsys):
+    result = train(Replay([0.5] * 6), fake_evaluate, (np.zeros(10),), batch_size=5,
+                   max_steps=6, checkpoints=[2, 4], name="run")
+    lines = capsys.readouterr().out.splitlines()  # captured: standard output is no terminal
+    assert len(lines) == len(result.history) - 1 == 3
+    assert lines[0].startswith("run: 2/6 step") and "loss=0.5000" in lines[0]
+
+
+def test_cli_round_robin_with_hand_written_graphs(tmp_path, capsys):
+    output = tmp_path / "rr.json"
+    arguments = ["--round-robin", "--graph", "plain", "--task", "sine", "--sizes", "1-8-1",
+                 "--time-budget", "0.6", "--eval-every", "0.2", "--checkpoints", "0.3",
+                 "--optimizers", "sgn:max_cg_iters=2", "sgd:0.01", "--seeds", "0", "1",
+                 "--mode", "FAST_COMPILE", "--output", str(output), "--no-plots"]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "SGN max_cg_iters=2" in out and "SGD lr=0.01" in out and "loss@0.3s" in out
+    record = json.loads(output.read_text())
+    assert record["config"]["round_robin"] and record["config"]["graph"] == "plain"
+    assert [(run["optimizer"], run["seed"]) for run in record["runs"]] == [
+        ("SGN max_cg_iters=2", 0), ("SGN max_cg_iters=2", 1), ("SGD lr=0.01", 0),
+        ("SGD lr=0.01", 1)]
+    for run in record["runs"]:
+        assert run["train_time"] >= 0.6 and len(run["history"]) >= 3
+    assert "SGN max_cg_iters=2" in record_markdown(record)
+    by_epochs = ["--round-robin", "--task", "sine", "--epochs", "1", "--mode", "FAST_COMPILE"]
+    assert main(by_epochs) == 2  # equal seconds need a time budget
+    assert "--round-robin compares at equal seconds" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 import numpy as np
 import pytensor
 import pytest
-from conftest import TEST_MODE, build_problem, make_batch
+from helpers import TEST_MODE, build_problem, make_batch
 
 from sgn_theano import adam, momentum, sgd
 

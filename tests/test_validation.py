@@ -13,7 +13,7 @@ import pytest
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
-from conftest import TEST_MODE, build_problem, make_batch
+from helpers import TEST_MODE, build_problem, make_batch
 
 from sgn_theano import SGN, adam, curvature, sgd, sgn, validation
 from sgn_theano.compat import differentiated_by_pullback

@@ -8,6 +8,8 @@ Examples::
     sgn-bench --task autoencoder --optimizers sgn sgd:0.1,0.3,1 adam:1e-3,3e-3
     sgn-bench --task cifar10 --data-dir ~/data --model vgg
     sgn-bench --paper --quick                          # the SGN paper's table, shortened
+    sgn-bench --round-robin --graph plain --optimizers sgn sgn:preconditioner=kfac \\
+        sgd:0.1,0.3,1 adam:1e-3,3e-3,1e-2 --time-budget 60 --seeds 0 1 2
 
 Each optimizer setting trains a fresh model (the same initialisation for a given seed);
 test accuracy (classification) or test loss (regression) is taken at the checkpoints
@@ -19,6 +21,7 @@ metric, against time and against epochs) are written next to ``--output``.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import os
@@ -26,11 +29,10 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytensor
-import pytensor.tensor as pt
 
 from sgn_theano import data
 from sgn_theano.compilation.allocator import reuse_freed_memory
@@ -43,21 +45,22 @@ from sgn_theano.bench.batch_study import (
 from sgn_theano.bench.paper import QUICK_FRACTION, format_paper_table, run_paper
 from sgn_theano.bench.plots import plot_runs
 from sgn_theano.bench.table import format_table
+from sgn_theano.bench.round_robin import train_round_robin
 from sgn_theano.bench.tasks import (
     CLASSIFICATION,
+    GRAPHS,
     MODELS,
-    RECONSTRUCTION,
     TASK_DEFAULTS,
     TASKS,
-    build_model,
+    build_network,
     load_task,
     metric_of,
 )
 from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 from sgn_theano.optimizer import SGN
+from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.updates import adam, sgd
 
 __all__ = ["main", "parse_optimizers"]
@@ -69,14 +72,18 @@ QUICK_SECONDS, QUICK_EVAL_EVERY, QUICK_BATCH_SIZES = 20.0, 2.0, (1000, 10000)
 MPI_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
 
 
-def parse_optimizers(spec: str) -> list[tuple[str, float]]:
+def parse_optimizers(spec: str) -> list[tuple[str, float | dict]]:
     """``"sgn:3,5"`` -> ``[("sgn", 3.0), ("sgn", 5.0)]`` (CG iterations); ``"sgd:0.1"``
-    and ``"adam:1e-3"`` give learning rates; a bare name takes its default."""
+    and ``"adam:1e-3"`` give learning rates; a bare name takes its default;
+    ``"sgn:max_cg_iters=10,preconditioner=kfac"`` -> one SGN setting with those options
+    of :class:`sgn_theano.SGNConfig` (numbers, True, False, None and names understood)."""
     name, _, values = spec.partition(":")
     if name not in DEFAULT_VALUES:
         raise argparse.ArgumentTypeError(
-            f"unknown optimizer {name!r} in {spec!r}; use sgn[:k,...], sgd[:lr,...] or "
-            "adam[:lr,...]")
+            f"unknown optimizer {name!r} in {spec!r}; use sgn[:k,...], "
+            "sgn:option=value[,...], sgd[:lr,...] or adam[:lr,...]")
+    if name == "sgn" and "=" in values:
+        return [("sgn", _sgn_options(spec, values))]
     grid = []
     for value in values.split(",") if values else [""]:
         try:
@@ -90,7 +97,26 @@ def parse_optimizers(spec: str) -> list[tuple[str, float]]:
     return grid
 
 
-def label(name: str, value: float) -> str:
+def _sgn_options(spec: str, values: str) -> dict:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}``, each name an option of SGNConfig."""
+    options = {}
+    for item in values.split(","):
+        key, equals, value = item.partition("=")
+        if not equals or key not in SGNConfig._names():
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: {item!r} is not option=value with an option of SGNConfig "
+                f"({', '.join(SGNConfig._names())})")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def label(name: str, value: float | dict) -> str:
+    """``"SGN k=3"``, ``"SGD lr=0.1"``, or ``"SGN preconditioner=kfac"`` for options."""
+    if isinstance(value, dict):
+        return "SGN " + ", ".join(f"{key}={option}" for key, option in value.items())
     return f"SGN k={int(value)}" if name == "sgn" else f"{name.upper()} lr={value:g}"
 
 
@@ -109,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hidden activation (default: relu; tanh for regression, "
                         "sigmoid for the autoencoder)")
     parser.add_argument("--frequency", type=float, default=10.0, help="sine task: f")
+    parser.add_argument("--graph", choices=GRAPHS, default="library",
+                        help="the library's models and losses, or plain PyTensor written "
+                        "by hand (the MLP and every loss; LeNet-5 and VGG stay the "
+                        "library's)")
     _add_run_options(parser)
     parser.add_argument("--output", default="results/sgn-bench.json",
                         help="the JSON record; the plots go next to it")
@@ -154,6 +184,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="PyTensor compile mode (default: C if OpenBLAS is found, "
                         "else NUMBA)")
+    parser.add_argument("--round-robin", action="store_true",
+                        help="step all settings of a seed in turn, the one with the least "
+                        "step time first, so load on the machine hits all alike "
+                        "(equal-seconds comparisons; needs a time budget)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_SECONDS:g} s per run, checkpoints 5,10, evaluations "
                         f"every {QUICK_EVAL_EVERY:g} s, and for image classification "
@@ -168,48 +202,80 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         "--optimizers and the budget options are ignored")
 
 
-def run_one(name: str, value: float, seed: int, arrays, args, mode, marks,
-            comm=None) -> TrainResult:
-    """Build a fresh model and train it with one optimizer setting (data-parallel on the
-    processes of ``comm``, if given)."""
-    x_train, y_train, x_test, y_test = arrays
-    classification = args.task in CLASSIFICATION
-    x = pt.matrix("x", dtype="float32")
-    y = pt.ivector("y") if classification else pt.matrix("y", dtype="float32")
-    outputs, params = build_model(args, x, seed)
-    loss_of = (softmax_cross_entropy if classification else
-               binary_cross_entropy if args.task in RECONSTRUCTION else squared_error)
-    loss = loss_of(outputs, y)
+def build_optimizer(name: str, value: float | dict, seed: int, arrays, args, mode,
+                    comm=None) -> tuple:
+    """``(optimizer, evaluate)``: a fresh model (the same initial values for a given
+    seed) and one optimizer setting on it (data-parallel on ``comm``, if given)."""
+    inputs, outputs, loss, params = build_network(args, seed)
     if name == "sgn":
         options = {} if args.min_damping is None else {"damping": args.min_damping,
                                                         "min_damping": args.min_damping}
         if args.curvature_fraction is not None:
             options["curvature_fraction"] = args.curvature_fraction
-        optimizer = SGN(loss, params, outputs, [x, y], max_cg_iters=int(value), mode=mode,
-                        comm=comm, **options)
+        options.update(value if isinstance(value, dict) else {"max_cg_iters": int(value)})
+        optimizer = SGN(loss, params, outputs, inputs, mode=mode, comm=comm, **options)
     else:
         rule = sgd if name == "sgd" else adam
         if comm is None:
-            optimizer = FirstOrder([x, y], loss, rule(loss, params, value), mode=mode)
+            optimizer = FirstOrder(inputs, loss, rule(loss, params, value), mode=mode)
         else:
             parallel = DataParallel(comm, loss.dtype)
             total, gradients = parallel.loss_and_gradients(loss, params)
-            optimizer = FirstOrder([x, y], total, rule(gradients, params, value), mode=mode,
+            optimizer = FirstOrder(inputs, total, rule(gradients, params, value), mode=mode,
                                    parallel=parallel)
-    evaluate = make_evaluator([x, y], outputs, loss, x_test, y_test, mode=mode,
-                              accuracy=classification)
+    evaluate = make_evaluator(inputs, outputs, loss, arrays[2], arrays[3], mode=mode,
+                              accuracy=args.task in CLASSIFICATION)
+    return optimizer, evaluate
+
+
+def evaluation_marks(marks: Sequence[float], args) -> list[float]:
+    """The checkpoints, with one every ``--eval-every`` (seconds or epochs) added."""
+    if not args.eval_every:
+        return list(marks)
+    budget = args.epochs if args.epochs is not None else args.time_budget
+    return sorted({*marks, *np.arange(args.eval_every, budget, args.eval_every)})
+
+
+def run_one(name: str, value: float | dict, seed: int, arrays, args, mode, marks,
+            comm=None) -> TrainResult:
+    """Build a fresh model and train it with one optimizer setting (data-parallel on the
+    processes of ``comm``, if given)."""
+    optimizer, evaluate = build_optimizer(name, value, seed, arrays, args, mode, comm)
     by_epochs = args.epochs is not None
-    steps_per_epoch = max(1, len(x_train) // args.batch_size)
-    if args.eval_every:
-        budget = args.epochs if by_epochs else args.time_budget
-        marks = sorted({*marks, *np.arange(args.eval_every, budget, args.eval_every)})
-    result = train(optimizer, evaluate, (x_train, y_train), batch_size=args.batch_size,
-                   time_budget=None if by_epochs else args.time_budget,
-                   max_epochs=args.epochs,
-                   checkpoints=[mark * steps_per_epoch for mark in marks] if by_epochs
-                   else marks, seed=seed, name=f"{label(name, value)} seed {seed}",
-                   progress=not args.no_progress, comm=comm)
-    return result
+    steps_per_epoch = max(1, len(arrays[0]) // args.batch_size)
+    marks = evaluation_marks(marks, args)
+    return train(optimizer, evaluate, arrays[:2], batch_size=args.batch_size,
+                 time_budget=None if by_epochs else args.time_budget, max_epochs=args.epochs,
+                 checkpoints=[mark * steps_per_epoch for mark in marks] if by_epochs
+                 else marks, seed=seed, name=f"{label(name, value)} seed {seed}",
+                 progress=not args.no_progress, comm=comm)
+
+
+def run_round_robin(seed: int, arrays, args, mode, marks) -> list[TrainResult]:
+    """Every setting of ``args.optimizers`` on one seed, stepped in turn
+    (:func:`sgn_theano.bench.round_robin.train_round_robin`); the results in their order."""
+    optimizers = {label(name, value): build_optimizer(name, value, seed, arrays, args, mode)
+                  for name, value in args.optimizers}
+    results = train_round_robin(optimizers, arrays[:2], batch_size=args.batch_size,
+                                time_budget=args.time_budget,
+                                checkpoints=evaluation_marks(marks, args), seed=seed,
+                                progress=not args.no_progress)
+    return list(results.values())
+
+
+def run_settings(arrays, args, mode, marks, comm=None) -> Iterator[tuple[tuple, TrainResult]]:
+    """``(setting, result)`` for every setting of ``args.optimizers`` and every seed, in
+    seed order per setting: one run after another, or with ``--round-robin`` a seed's
+    settings stepped in turn."""
+    if args.round_robin:
+        by_seed = [run_round_robin(seed, arrays, args, mode, marks) for seed in args.seeds]
+        for index, setting in enumerate(args.optimizers):
+            for results in by_seed:
+                yield setting, results[index]
+        return
+    for name, value in args.optimizers:
+        for seed in args.seeds:
+            yield (name, value), run_one(name, value, seed, arrays, args, mode, marks, comm)
 
 
 def _apply_defaults(args) -> None:
@@ -262,6 +328,10 @@ def _main(args, comm) -> int:
             return 2
         return _paper(args)
     _apply_defaults(args)
+    if args.round_robin and (comm is not None or args.epochs is not None):
+        print("sgn-bench: --round-robin compares at equal seconds in one process: give a "
+              "--time-budget and start it without mpirun", file=sys.stderr)
+        return 2
     if comm is not None and comm.Get_rank() == 0:
         print(f"sgn-bench: data-parallel over {comm.Get_size()} processes (mpirun)")
     # What a benchmark process wants, done here and not on import (docs, "Performance").
@@ -287,11 +357,9 @@ def _main(args, comm) -> int:
     for batch_size in batch_sizes:
         args.batch_size = batch_size
         methods = study.setdefault(batch_size, {})
-        for name, value in args.optimizers:
-            for seed in args.seeds:
-                result = run_one(name, value, seed, arrays, args, mode, marks, comm)
-                methods.setdefault(name.upper(), {}).setdefault(label(name, value),
-                                                                []).append(result)
+        for (name, value), result in run_settings(arrays, args, mode, marks, comm):
+            methods.setdefault(name.upper(), {}).setdefault(label(name, value),
+                                                            []).append(result)
         print(f"\nbatch {batch_size}:" if len(batch_sizes) > 1 else "")
         print(format_table({name: results for settings in methods.values()
                             for name, results in settings.items()}, marks, args))

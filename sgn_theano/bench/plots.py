@@ -1,6 +1,7 @@
 """PNG figures of ``sgn-bench`` records: against time and against epochs, the training
 loss of every step (smoothed) beside the test metric at every evaluation, one line per
-optimizer setting (the median over seeds), like the figures of the SGN paper. Needs
+optimizer setting and batch size (the median over seeds; a colour per setting, a line
+style per batch size), like the figures of the SGN paper. Needs
 matplotlib (``pip install sgn_theano[bench]``)."""
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["plot_runs", "smoothed"]
+__all__ = ["line_styles", "plot_runs", "smoothed"]
 
 _AXES = (("time", "training time (s, optimizer steps only)"), ("epoch", "epochs"))
 #: Points of the common grid on which the seeds' training-loss curves are merged.
 _GRID_POINTS = 200
+#: The line style of each batch size of a record, in increasing order.
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def smoothed(values, window: int) -> np.ndarray:
@@ -41,6 +44,19 @@ def _loss_curve(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     end = min(xs[-1] for xs, _ in curves)
     grid = np.linspace(min(xs[0] for xs, _ in curves), end, _GRID_POINTS)
     return grid, np.median([np.interp(grid, xs, ys) for xs, ys in curves], axis=0)
+
+
+def line_styles(record: dict) -> dict[str, dict[str, str]]:
+    """``{run name: {"color", "linestyle"}}``: one colour per optimizer setting and one
+    line style per batch size, so that a setting's lines read as one group across batch
+    sizes (``"SGN k=3 (batch 1000)"`` and ``"SGN k=3 (batch 10000)"`` share a colour)."""
+    settings = list(dict.fromkeys(run["optimizer"].split(" (batch ")[0]
+                                  for run in record["runs"]))
+    batch_sizes = sorted({run["batch_size"] for run in record["runs"]})
+    return {run["optimizer"]: {
+        "color": f"C{settings.index(run['optimizer'].split(' (batch ')[0]) % 10}",
+        "linestyle": _LINE_STYLES[batch_sizes.index(run["batch_size"]) % len(_LINE_STYLES)]}
+        for run in record["runs"]}
 
 
 def _accuracy_range(lines: list[np.ndarray]) -> tuple[float, float] | None:
@@ -83,19 +99,20 @@ def plot_runs(record: dict, prefix: str) -> list[str]:
              f"{' ' + config['sizes'] if config['model'] == 'mlp' else ''}, "
              f"batch {config.get('batch_sizes') or config['batch_size']}, "
              f"seeds {config['seeds']}")
+    styles = line_styles(record)
     paths = []
     for key, xlabel in _AXES:
         figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
         metric_lines = []
-        for index, (name, group) in enumerate(runs.items()):
-            color = f"C{index}"
+        for name, group in runs.items():
+            style = styles[name]
             if all(len(run["step_losses"]) for run in group):
-                loss_axes.plot(*_loss_curve(group, key), color=color, label=name)
+                loss_axes.plot(*_loss_curve(group, key), label=name, **style)
             length = min(len(run["history"]) for run in group)
             xs = [np.median([run["history"][i][key] for run in group]) for i in range(length)]
             ys = np.array([np.median([run["history"][i][metric] for run in group])
                            for i in range(length)])
-            metric_axes.plot(xs, ys, marker="o", markersize=3, color=color, label=name)
+            metric_axes.plot(xs, ys, marker="o", markersize=3, label=name, **style)
             metric_lines.append(ys)
         loss_axes.set_yscale("log")
         loss_axes.set_ylabel("training loss (smoothed)")

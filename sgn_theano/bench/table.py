@@ -55,7 +55,7 @@ def table_rows(groups: dict[str, list[TrainResult]], marks: Sequence[float],
         cells = [f"{100 * v:.1f}%" if short == "acc" else f"{v:.4f}" for v in values]
         row = [name, *cells, f"{np.median([r.steps for r in results]):.0f}",
                f"{np.median([r.steps_per_second for r in results]):.1f}",
-               f"{np.median([r.rejected for r in results]):.0f}",
+               _median_count([r.rejected for r in results]),
                f"{np.median([r.history[-1].train_loss for r in results]):.4f}"
                + (" (diverged)" if any(r.diverged for r in results) else "")]
         if args.target is not None:
@@ -63,6 +63,11 @@ def table_rows(groups: dict[str, list[TrainResult]], marks: Sequence[float],
             row.insert(len(marks) + 1, "-" if np.isnan(reached) else f"{reached:.0f}")
         rows.append(row)
     return rows
+
+
+def _median_count(counts: Sequence[int | None]) -> str:
+    """The median of counts, or ``"-"`` where a record did not keep them (``None``)."""
+    return "-" if None in counts else f"{np.median(counts):.0f}"
 
 
 def format_rows(rows: Sequence[Sequence[str]]) -> str:

@@ -1,20 +1,37 @@
-"""The tasks of ``sgn-bench``: data, default model sizes and batch, and the model."""
+"""The tasks of ``sgn-bench``: data, default model sizes and batch, the model and loss.
+
+Two kinds of graph (``--graph``): the library's (:mod:`sgn_theano.models` and
+:mod:`sgn_theano.losses`), or what a user writes by hand: an MLP in plain PyTensor
+(``pt.maximum(h, 0)``, ``pt.tanh``, ``pt.sigmoid``) and the loss written out
+(``-mean(log_softmax(z)[arange(n), y])``, ``mean((z - y)**2)``, the pixels' binary
+cross-entropy from ``softplus``); LeNet-5 and VGG are the library's in both.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import data
+from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.models import lenet5, mlp, vgg_small
 
-__all__ = ["CLASSIFICATION", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS", "build_model",
-           "load_task", "metric_of"]
+__all__ = ["CLASSIFICATION", "GRAPHS", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS",
+           "build_model", "build_network", "hand_written_loss", "load_task", "metric_of",
+           "plain_mlp"]
 
 TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
 #: Tasks whose targets are the inputs, scored by binary cross-entropy on the pixels.
 RECONSTRUCTION = ("autoencoder",)
 MODELS = ("mlp", "lenet5", "vgg")
+#: ``--graph``: the library's models and losses, or plain PyTensor written by hand.
+GRAPHS = ("library", "plain")
+#: The hidden activations of :func:`plain_mlp`, as a user writes them.
+PLAIN_ACTIVATIONS = {"relu": lambda h: pt.maximum(h, 0), "sigmoid": pt.sigmoid,
+                     "tanh": pt.tanh}
 #: Per task: MLP widths, hidden activation, batch size (None: the full training set).
 TASK_DEFAULTS = {
     "fashion-mnist": ("784-256-256-10", "relu", 1000),
@@ -51,6 +68,46 @@ def load_task(args) -> tuple[np.ndarray, ...]:
     return data.load_cifar10(args.data_dir, flatten=True)
 
 
+def build_network(args, seed: int) -> tuple[list, TensorVariable, TensorVariable, list]:
+    """``(inputs, outputs, loss, params)`` of ``args.task`` with ``args.model``, as the
+    library builds them or, with ``args.graph == "plain"``, as written by hand."""
+    classification = args.task in CLASSIFICATION
+    x = pt.matrix("x", dtype="float32")
+    y = pt.ivector("y") if classification else pt.matrix("y", dtype="float32")
+    outputs, params = build_model(args, x, seed)
+    if args.graph == "plain":
+        return [x, y], outputs, hand_written_loss(args.task, outputs, y), params
+    loss_of = (softmax_cross_entropy if classification else
+               binary_cross_entropy if args.task in RECONSTRUCTION else squared_error)
+    return [x, y], outputs, loss_of(outputs, y), params
+
+
+def hand_written_loss(task: str, outputs: TensorVariable, y: TensorVariable) -> TensorVariable:
+    """The mean loss of ``task`` written as a user writes it: cross-entropy of the
+    log-softmax indexed by the labels, the mean squared error, or the pixels' binary
+    cross-entropy summed per image."""
+    if task in CLASSIFICATION:
+        return -pt.mean(pt.special.log_softmax(outputs, axis=1)[pt.arange(y.shape[0]), y])
+    if task in RECONSTRUCTION:
+        return pt.mean(pt.sum(pt.softplus(outputs) - y * outputs, axis=1))
+    return pt.mean((outputs - y) ** 2)
+
+
+def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int) -> tuple[TensorVariable, list]:
+    """An MLP in plain PyTensor, :math:`W \\sim \\mathcal N(0, 2 / n_{in})` for every
+    activation: ``(outputs, params)``."""
+    rng, h, params = np.random.default_rng(seed), x, []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = pytensor.shared((rng.normal(size=(fan_in, fan_out)) * np.sqrt(2 / fan_in))
+                            .astype("float32"), name=f"W{i}")
+        b = pytensor.shared(np.zeros(fan_out, "float32"), name=f"b{i}")
+        params += [w, b]
+        h = h @ w + b
+        if i < len(sizes) - 2:
+            h = PLAIN_ACTIVATIONS[activation](h)
+    return h, params
+
+
 def build_model(args, x, seed: int):
     """Logits (or regression outputs) and parameters of the chosen model."""
     if args.model == "lenet5":
@@ -58,6 +115,8 @@ def build_model(args, x, seed: int):
     if args.model == "vgg":
         return vgg_small(x, activation=args.activation, seed=seed)
     sizes = [int(size) for size in args.sizes.split("-")]
+    if args.graph == "plain":
+        return plain_mlp(x, sizes, args.activation, seed)
     return mlp(x, sizes, activation=args.activation, seed=seed)
 
 

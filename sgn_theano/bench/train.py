@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +29,14 @@ except ImportError as missing:  # the harness's dependencies are the `bench` ext
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.validation import check_batch, check_mode, set_checked_values
+from sgn_theano.compilation.modes import check_mode
+from sgn_theano.validation import set_checked_values
 
 #: The progress bar: spent and total budget, in its unit.
 BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]"
 
-__all__ = ["Checkpoint", "FirstOrder", "Optimizer", "TrainResult", "make_evaluator", "train"]
+__all__ = ["Checkpoint", "FirstOrder", "LineProgress", "Optimizer", "TrainResult", "TrainingRun",
+           "make_evaluator", "progress_bar", "train"]
 
 
 class Optimizer(Protocol):
@@ -70,7 +73,7 @@ class TrainResult:
     steps: int = 0
     train_time: float = 0.0
     diverged: bool = False  # stopped on a non-finite training loss
-    rejected: int = 0  # steps the optimizer rejected (StepInfo.accepted false)
+    rejected: int | None = 0  # steps rejected (StepInfo.accepted false); None: not kept
     step_losses: list[float] = field(default_factory=list)  # the loss of every step
     step_times: list[float] = field(default_factory=list)  # seconds of steps after each
 
@@ -156,8 +159,8 @@ class FirstOrder:
     def step(self, *batch) -> float:
         if self._parallel is None:
             return float(self._function(*batch))
-        return float(self._parallel.call(self._function,
-                                         lambda: check_batch(self._inputs, batch)))
+        shard = self._parallel.shard(self._inputs, batch)
+        return float(self._parallel.run(self._function, *shard.arrays, *shard.weights))
 
     def state_dict(self) -> dict:
         return {"state": [variable.get_value(borrow=False) for variable in self._variables]}
@@ -171,6 +174,39 @@ class FirstOrder:
         set_checked_values([(f"`state['state'][{i}]` ({variable.name or variable})", variable,
                              value) for i, (variable, value) in
                             enumerate(zip(self._variables, values))])
+
+
+class LineProgress:
+    """Progress for a log: one line per evaluation (a :meth:`set_postfix` call with
+    ``refresh``), where a progress bar would write hundreds of redraws.
+
+    The part of tqdm's interface :func:`train` uses: ``n``, :meth:`update`,
+    :meth:`set_postfix` and :meth:`close`.
+    """
+
+    def __init__(self, total: float, initial: float = 0, desc: str = "", unit: str = "s",
+                 disable: bool = False):
+        self.total, self.n, self.desc, self.unit, self.disable = total, initial, desc, unit, disable
+
+    def update(self, amount: float) -> None:
+        self.n += amount
+
+    def set_postfix(self, refresh: bool = True, **values) -> None:
+        """Print ``desc: n/total unit, key=value...`` when ``refresh``."""
+        if refresh and not self.disable:
+            shown = ", ".join(f"{key}={value}" for key, value in values.items())
+            print(f"{self.desc}: {self.n:.0f}/{self.total:.0f} {self.unit}, {shown}", flush=True)
+
+    def close(self) -> None:
+        """Nothing to clear: every line stays in the log."""
+
+
+def progress_bar(*, total: float, initial: float, desc: str, unit: str, disable: bool):
+    """A tqdm bar when standard output is a terminal, else a :class:`LineProgress`."""
+    if sys.stdout.isatty():
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=disable,
+                    bar_format=BAR_FORMAT)
+    return LineProgress(total, initial, desc, unit, disable)
 
 
 @contextlib.contextmanager
@@ -272,7 +308,7 @@ def train(
     rank = 0
     if comm is not None:
         rank, settings["processes"] = comm.Get_rank(), comm.Get_size()
-    run = _Run(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time, settings,
+    run = TrainingRun(optimizer, evaluate, checkpoint_path, steps_per_epoch, by_time, settings,
                TrainResult(name=name), comm)
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         _resume(checkpoint_path, run.settings, optimizer, run.result)
@@ -280,8 +316,8 @@ def train(
         run.record()
     marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
                    | {budget})
-    bar = tqdm(total=budget, initial=min(run.used(), budget), desc=name, unit=run.unit,
-               disable=not progress or rank != 0, bar_format=BAR_FORMAT)
+    bar = progress_bar(total=budget, initial=min(run.used(), budget), desc=name,
+                       unit=run.unit, disable=not progress or rank != 0)
     batches = minibatches(train_arrays, batch_size, seed=seed, start=run.result.steps)
     with _deferred_interrupts() as interrupts:
         try:
@@ -324,8 +360,9 @@ def _check_budget(time_budget, max_steps, max_epochs, steps_per_epoch: int,
 
 
 @dataclass
-class _Run:
-    """The state of one :func:`train` call: what it steps, records and saves."""
+class TrainingRun:
+    """One optimizer's run: what it steps, records and saves (:func:`train` drives one,
+    :func:`sgn_theano.bench.round_robin.train_round_robin` several in turn)."""
 
     optimizer: Optimizer
     evaluate: Callable[[], dict]

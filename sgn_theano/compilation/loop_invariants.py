@@ -26,11 +26,11 @@ from pytensor.scalar import ScalarType
 from pytensor.tensor.basic import scalar_from_tensor, tensor_from_scalar
 from pytensor.tensor.type import TensorType
 
+from sgn_theano.block_layout import Blocks, Operator
 from sgn_theano.compilation.softmax_inlining import inline_softmax_graph
 
 __all__ = ["hoist_loop_invariants", "loops_compiled_in", "scan_on_stand_ins"]
 
-Blocks = list[Variable]
 
 #: The mode the bodies of the loops built now compile in (``None``: PyTensor's default for
 #: a ``scan``, its C backend with ``fast_run`` rewrites, whatever the outer mode).
@@ -55,7 +55,7 @@ def loops_compiled_in(mode) -> Iterator[None]:
 
 
 def hoist_loop_invariants(
-    operator: Callable[[Blocks], Blocks], like: Blocks
+    operator: Operator, like: Blocks
 ) -> tuple[Callable[[Blocks, Blocks], Blocks], Blocks]:
     """Split a loop body into loop-invariant inputs and the part that needs the state.
 

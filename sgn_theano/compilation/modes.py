@@ -28,10 +28,12 @@ from pytensor.compile.mode import Mode, get_mode
 
 from sgn_theano.compilation.merge_rewrite import with_destroy_aware_merge
 from sgn_theano.compilation.softmax_inlining import with_inlined_softmax
+from sgn_theano.errors import SGNInputError
 
 __all__ = [
     "MODES",
     "BlasLinkWarning",
+    "check_mode",
     "compile_mode",
     "default_mode_name",
     "fix_jax_alloc",
@@ -116,11 +118,11 @@ def compile_mode(name: str | None = None) -> Mode:
     """
     name = default_mode_name() if name is None else name
     if name not in MODES:
-        raise ValueError(f"Unknown mode {name!r}; choose one of {', '.join(MODES)}.")
+        raise SGNInputError(f"Unknown mode {name!r}; choose one of {', '.join(MODES)}.")
     if name == "C":
         linking = not _configured_blas()
         if not link_openblas():
-            raise ValueError("The C mode needs a BLAS: install OpenBLAS "
+            raise SGNInputError("The C mode needs a BLAS: install OpenBLAS "
                              "(`apt-get install libopenblas-dev`) or set "
                              "PYTENSOR_FLAGS=blas__ldflags=...")
         if linking:
@@ -298,3 +300,23 @@ def fix_jax_arange() -> None:
                                   **kwargs)
 
     _JAX_ARANGE_FIXED = True
+
+
+def check_mode(mode):
+    """Resolve a compile mode, or raise ``ValueError`` naming the bad one.
+
+    ``None`` and the names of :data:`MODES` are
+    :func:`compile_mode` (``None``: C where a BLAS can be linked, else
+    NUMBA; its errors, such as the C mode without a BLAS, pass through unchanged);
+    anything else is handed to PyTensor, its backend given the library's ops
+    (:func:`prepare_backend`), and
+    its last merge pass made :class:`sgn_theano.compilation.merge_rewrite.DestroyAwareMerge`.
+    """
+    if mode is None or isinstance(mode, str) and mode in MODES:
+        return compile_mode(mode)
+    try:
+        resolved = pytensor.compile.mode.get_mode(mode)
+    except Exception as error:  # pytensor raises several kinds for unknown names
+        raise SGNInputError(f"Unknown compile `mode` {mode!r}: {error}") from None
+    prepare_backend(resolved)
+    return with_destroy_aware_merge(resolved)

@@ -13,23 +13,23 @@ shaped like the parameters:
   :math:`G v` (Bekas, Kokiopoulou, Saad 2007; Yao et al. 2021, AdaHessian).
 
 An estimate is noisy; :class:`sgn_theano.SGN` keeps its bias-corrected exponential
-average (:func:`sgn_theano.updates.bias_corrected_average`) in shared buffers that are
+average (:func:`sgn_theano.running_averages.bias_corrected_average`) in shared buffers that are
 part of the step's state. The probes come from :func:`rademacher_probe`, a function of the step
 count alone, so a resumed run and every process of a data-parallel one draw the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
+
+from sgn_theano.block_layout import Blocks, Operator
 
 __all__ = ["PROBE_KEY", "gradient_squares", "hutchinson_diagonal",
            "rademacher_probe"]
 
-Blocks = list[TensorVariable]
 
 #: The key of the probes' random stream (with the step count).
 PROBE_KEY = 0x5C9
@@ -40,7 +40,7 @@ def gradient_squares(gradients: Sequence[TensorVariable]) -> Blocks:
     return [g * g for g in gradients]
 
 
-def hutchinson_diagonal(product: Callable[[Blocks], Blocks], probe: Sequence[TensorVariable],
+def hutchinson_diagonal(product: Operator, probe: Sequence[TensorVariable],
                         ) -> Blocks:
     """Hutchinson's estimate :math:`v \\odot (G v)` of :math:`\\operatorname{diag}(G)`.
 

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.block_layout import BlockLayout
+from sgn_theano.block_layout import BlockLayout, Blocks, Operator
 from sgn_theano.validation import check_float
 
 __all__ = ["JACOBI_EXPONENT", "DiagonalPreconditioner", "curvature_preconditioner",
            "diagonal_preconditioner", "flat_preconditioner"]
 
-Blocks = list[TensorVariable]
 
 #: Martens' (2010) exponent of the diagonal preconditioner.
 JACOBI_EXPONENT = 0.75
@@ -42,7 +41,7 @@ class DiagonalPreconditioner:
 
 
 def flat_preconditioner(
-    preconditioner: Callable[[Blocks], Blocks] | None, layout: BlockLayout
+    preconditioner: Operator | None, layout: BlockLayout
 ) -> Callable[[TensorVariable], TensorVariable]:
     """``preconditioner`` as a product on ``layout``'s flat vector: the identity for
     ``None``; one elementwise product for a :class:`DiagonalPreconditioner`; otherwise

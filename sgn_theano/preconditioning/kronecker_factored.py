@@ -55,12 +55,12 @@ import pytensor.tensor as pt
 import scipy.linalg.lapack
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.block_layout import Blocks
 from sgn_theano.preconditioning.layer_detection import KroneckerLayer
 
 __all__ = ["KroneckerPreconditioner", "damped_inverses", "factor_statistics",
            "refresh_factor_inverses"]
 
-Blocks = list[TensorVariable]
 
 
 def factor_statistics(layers: Sequence[KroneckerLayer], outputs: TensorVariable,

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
+from sgn_theano.block_layout import Blocks, Operator
 from sgn_theano.compat import isfinite
 from sgn_theano.curvature import loss_hessian_operator, loss_hessian_root
 from sgn_theano.preconditioning.curvature_diagonal import gradient_squares, hutchinson_diagonal
@@ -26,13 +27,12 @@ from sgn_theano.preconditioning.kronecker_factored import (
     factor_statistics,
 )
 from sgn_theano.preconditioning.layer_detection import LayerMap
-from sgn_theano.updates import bias_corrected_average
+from sgn_theano.running_averages import bias_corrected_average
 
 __all__ = ["PRECONDITIONERS", "Preconditioner", "PreconditionerInputs",
            "build_preconditioner"]
 
-Blocks = list[TensorVariable]
-Built = tuple[Callable[[Blocks], Blocks], OrderedDict]
+Built = tuple[Operator, OrderedDict]
 
 
 class PreconditionerInputs(NamedTuple):
@@ -43,14 +43,14 @@ class PreconditionerInputs(NamedTuple):
     gradients: Blocks  # g on the whole batch (summed over processes)
     gradient_finite: TensorVariable  # dtype=bool: L and g are finite
     rhs: Blocks  # b, CG's right-hand side
-    product: Callable[[Blocks], Blocks]  # v -> G v on the curvature rows (summed)
+    product: Operator  # v -> G v on the curvature rows (summed)
     damping: TensorVariable  # rho of this step
     state: Any  # sgn_theano.sgn_state.SGNState
     config: Any  # sgn_theano.sgn_config.SGNConfig
     probe: Any = None  # Rademacher: blocks like `params`, or a tensor like the outputs
     curvature: tuple | None = None  # (loss, outputs) of the curvature rows
     layers: LayerMap | None = None  # the Kronecker-factored layers (kfac)
-    total: Callable[[Blocks], Blocks] | None = None  # sums statistics over processes
+    total: Operator | None = None  # sums statistics over processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _averaged(inputs: PreconditionerInputs, estimate: Blocks) -> tuple[Blocks, O
                                   inputs.config.preconditioner_decay, keep)
 
 
-def _diagonal(inputs: PreconditionerInputs, diagonal: Blocks) -> Callable[[Blocks], Blocks]:
+def _diagonal(inputs: PreconditionerInputs, diagonal: Blocks) -> Operator:
     return curvature_preconditioner(diagonal, _floor(inputs),
                                     exponent=inputs.config.preconditioner_exponent)
 
