@@ -31,14 +31,17 @@ html_title = "sgn_theano"
 
 def write_record_tables(app) -> None:
     """``_generated/NAME.md`` from ``records/NAME.json``, an ``sgn-bench`` record
-    (:func:`sgn_theano.bench.table.record_markdown`); the docs build needs sgn_theano
-    installed (``pip install -e ".[docs]"``)."""
+    (:func:`sgn_theano.bench.table.record_markdown`) or the summary record of
+    ``sgn-bench --paper`` (:func:`sgn_theano.bench.paper.paper_markdown`); the docs build
+    needs sgn_theano installed (``pip install -e ".[docs]"``)."""
+    from sgn_theano.bench.paper import paper_markdown
     from sgn_theano.bench.table import record_markdown
 
     os.makedirs(GENERATED, exist_ok=True)
     for name in sorted(os.listdir(RECORDS)):
         with open(os.path.join(RECORDS, name)) as stream:
-            text = record_markdown(json.load(stream))
+            record = json.load(stream)
+        text = paper_markdown(record) if "paper" in record else record_markdown(record)
         with open(os.path.join(GENERATED, name.replace(".json", ".md")), "w") as stream:
             stream.write(text)
 

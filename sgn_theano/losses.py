@@ -45,7 +45,8 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
         ``z``, shape ``(B, C)``.
     labels : TensorVariable
         Integer labels in ``[0, C)``, shape ``(B,)``; a label outside raises
-        ``ValueError`` when the compiled function runs (before any update applies).
+        :class:`~sgn_theano.errors.SGNInputError` (a ``ValueError``) when the compiled
+        function runs in C or NUMBA (before any update applies).
     """
     _require_ndim("logits", logits, 2)
     _require_ndim("labels", labels, 1)

@@ -234,7 +234,7 @@ class SGN:
                        else None)
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
         self.state = SGNState.create(params, self.config, self.dtype, self.layers)
-        self._probe = HostProbe(self.config, params, outputs, self.inputs, self.dtype)
+        self._probe = HostProbe(self.config, outputs, params, self.inputs, self.dtype)
         with loops_compiled_in(mode):  # the CG loop and line search compile in `mode` too
             step_outputs, updates = build_step(
                 loss, outputs, self.state, self.config, early_exit=loops_can_exit_early(mode),

@@ -7,7 +7,6 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from pytensor.gradient import jacobian
 from helpers import TEST_MODE, assert_resumes_exactly, dense_gauss_newton, flatten
 
 from sgn_theano import SGN
@@ -96,32 +95,6 @@ def test_factors_equal_the_per_row_dense_computations(library_loss):
     draws = [function(x, y, rng.choice([-1.0, 1.0], size=(ROWS, CLASSES)))[1]
              for _ in range(2000)]
     np.testing.assert_allclose(np.mean(draws, axis=0), first_s, atol=0.05 * np.abs(first_s).max())
-
-
-@pytest.mark.parametrize("name", ["softmax_cross_entropy", "squared_error",
-                                  "binary_cross_entropy"])
-def test_library_losses_record_a_square_root_of_their_row_hessians(name):
-    rng = np.random.default_rng(6)
-    outputs, targets = pt.matrix("z", dtype="float64"), (
-        pt.ivector("t") if name == "softmax_cross_entropy" else pt.matrix("t", dtype="float64"))
-    loss = getattr(losses, name)(outputs, targets)
-    probe = pt.matrix("e", dtype="float64")
-    root = pytensor.function([outputs, targets, probe],
-                             loss_hessian_root(loss, outputs)(probe), mode=TEST_MODE,
-                             on_unused_input="ignore")
-    hessian = pytensor.function(
-        [outputs, targets], jacobian(pytensor.grad(loss, outputs).flatten(), outputs,
-                                     vectorize=True), mode=TEST_MODE, on_unused_input="ignore")
-    z = rng.normal(size=(2, 3))
-    t = (rng.integers(0, 3, 2).astype("int32") if name == "softmax_cross_entropy"
-         else rng.random((2, 3)))
-    dense = hessian(z, t).reshape(6, 6) * 2  # the mean loss's, times the rows
-    patterns = [np.array(signs) for signs in itertools.product((-1.0, 1.0), repeat=3)]
-    for row in range(2):
-        roots = [root(z, t, np.tile(signs, (2, 1)))[row] for signs in patterns]
-        covariance = np.mean([np.outer(r, r) for r in roots], axis=0)
-        np.testing.assert_allclose(covariance, dense[3 * row:3 * row + 3, 3 * row:3 * row + 3],
-                                   atol=1e-12)
 
 
 def test_one_linear_layer_with_squared_error_is_solved_in_one_iteration():

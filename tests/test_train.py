@@ -18,7 +18,12 @@ from resumable_run import synthetic_blobs
 from sgn_theano import adam, softmax_cross_entropy
 from sgn_theano.bench.cli import _apply_defaults, build_parser, main, parse_optimizers
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
-from sgn_theano.bench.paper import PaperExperiment, format_paper_table, run_paper
+from sgn_theano.bench.paper import (
+    PaperExperiment,
+    format_paper_table,
+    paper_markdown,
+    run_paper,
+)
 from sgn_theano.bench.plots import line_styles, smoothed
 from sgn_theano.bench.table import record_markdown
 from sgn_theano.models import mlp
@@ -326,7 +331,9 @@ def test_paper_runs_equal_seconds_then_equal_epochs_and_skips_what_is_missing(tm
         assert value == min(finals.values()) == finals[name]
     table = format_paper_table([summary])
     assert "Boston housing" in table and "0.026 / 0.0097 (k=10) at 10 s" in table
-    assert json.loads(output.read_text()) == json.loads(json.dumps([summary]))
+    record = json.loads(output.read_text())
+    assert record["paper"] == json.loads(json.dumps([summary]))
+    assert "Boston housing" in paper_markdown(record)
 
 
 def test_cli_cnn_on_cifar10_files(tmp_path, capsys):

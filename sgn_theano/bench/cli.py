@@ -25,14 +25,12 @@ import ast
 import contextlib
 import json
 import os
-import platform
 import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import pytensor
 
 from sgn_theano import data
 from sgn_theano.compilation.allocator import reuse_freed_memory
@@ -44,7 +42,7 @@ from sgn_theano.bench.batch_study import (
 )
 from sgn_theano.bench.paper import QUICK_FRACTION, format_paper_table, run_paper
 from sgn_theano.bench.plots import plot_runs
-from sgn_theano.bench.table import format_table
+from sgn_theano.bench.table import format_table, machine_facts
 from sgn_theano.bench.round_robin import train_round_robin
 from sgn_theano.bench.tasks import (
     CLASSIFICATION,
@@ -139,12 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the library's models and losses, or plain PyTensor written "
                         "by hand (the MLP and every loss; LeNet-5 and VGG stay the "
                         "library's)")
+    _add_optimizer_options(parser)
     _add_run_options(parser)
     parser.add_argument("--output", default="results/sgn-bench.json",
                         help="the JSON record; the plots go next to it")
     parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def _add_optimizer_options(parser: argparse.ArgumentParser) -> None:
+    """The optimizer grid, and the SGN options applied to all of its SGN settings."""
+    parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
+                        default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
+                        help="sgn:K[,K...] (CG iterations), sgn:option=value[,...] (options "
+                        "of SGNConfig), sgd:LR[,LR...], adam:LR[,LR...]")
+    parser.add_argument("--min-damping", type=float, default=None,
+                        help="SGN's damping floor, also its initial damping (default: "
+                        "SGN's own, 0.1)")
+    parser.add_argument("--curvature-fraction", type=float, default=None,
+                        help="SGN's curvature mini-batch, a fraction of each batch "
+                        "(default: SGN's own)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -166,15 +179,6 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=float, default=None,
                         help="evaluate every that many seconds (or epochs) as well, for "
                         "the plots")
-    parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
-                        default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
-                        help="sgn:K[,K...] (CG iterations), sgd:LR[,LR...], adam:LR[,LR...]")
-    parser.add_argument("--min-damping", type=float, default=None,
-                        help="SGN's damping floor, also its initial damping (default: "
-                        "SGN's own, 0.1)")
-    parser.add_argument("--curvature-fraction", type=float, default=None,
-                        help="SGN's curvature mini-batch, a fraction of each batch "
-                        "(default: SGN's own)")
     parser.add_argument("--target", type=float, default=None,
                         help="report the steps each run needed to reach this test accuracy "
                         "(or test loss, for regression)")
@@ -381,7 +385,7 @@ def _paper(args) -> int:
                *(["--no-progress"] if args.no_progress else [])]
     summaries = run_paper(main, options, args.output,
                           fraction=QUICK_FRACTION if args.quick else 1.0,
-                          data_dir=args.data_dir, seeds=args.seeds)
+                          data_dir=args.data_dir, seeds=args.seeds, command=args.command)
     if not summaries:
         return 2
     print("\nthe SGN paper's experiments, published (TITAN X GPU, Theano) and here:")
@@ -401,9 +405,7 @@ def write_record(study: Study, args, mode_name: str, marks: Sequence[float],
     record = {
         "config": {**vars(args), "optimizers": [list(spec) for spec in args.optimizers],
                    "mode": mode_name, "metric": metric_of(args.task), "marks": list(marks)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "pytensor": pytensor.__version__,
-                    "numpy": np.__version__},
+        "machine": machine_facts(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "runs": runs,
     }

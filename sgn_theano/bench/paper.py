@@ -19,16 +19,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sgn_theano.bench.batch_study import best_settings
-from sgn_theano.bench.table import format_rows, value_at
+from sgn_theano.bench.table import format_rows, machine_facts, markdown_rows, value_at
 from sgn_theano.bench.train import Checkpoint, TrainResult
 
-__all__ = ["PAPER_EXPERIMENTS", "PaperExperiment", "format_paper_table", "run_paper"]
+__all__ = ["PAPER_EXPERIMENTS", "PaperExperiment", "format_paper_table", "paper_markdown",
+           "paper_rows", "run_paper"]
+
+#: What the paper table's figures are.
+PAPER_TABLE_NOTE = ("(classification: test accuracy; regression: test MSE; ours: each "
+                    "method's best grid point, median over the seeds)")
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,8 @@ def _best_points(timed: str, budget: float, name: str) -> tuple[str, dict, float
 
 def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], output: str, *,
               fraction: float = 1.0, data_dir: str | None = None, seeds: Sequence[int] = (0,),
-              experiments: Sequence[PaperExperiment] = PAPER_EXPERIMENTS) -> list[dict]:
+              experiments: Sequence[PaperExperiment] = PAPER_EXPERIMENTS,
+              command: str = "") -> list[dict]:
     """Run every available experiment through ``run`` (``sgn-bench``'s ``main``).
 
     Parameters
@@ -151,7 +158,9 @@ def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], outpu
         Arguments passed to every run (``--mode``, ``--no-plots``...).
     output : str
         Path prefix of the JSON records (``<output>-<task>-time.json`` and
-        ``-epochs.json``) and of the summary ``<output>.json``.
+        ``-epochs.json``) and of the summary record ``<output>.json``: the summaries under
+        ``"paper"``, with ``command`` (the ``sgn-bench`` command line), the date and the
+        machine (:func:`paper_markdown` makes its table).
     fraction : float
         Of each experiment's budget (``--quick``: :data:`QUICK_FRACTION`).
     data_dir : str or None
@@ -209,7 +218,9 @@ def run_paper(run: Callable[[Sequence[str]], int], options: Sequence[str], outpu
                           for m in METHODS for name, results in by_epochs[m].items()},
             "records": [timed, counted]})
     with open(f"{prefix}.json", "w") as stream:
-        json.dump(summaries, stream, indent=1)
+        json.dump({"paper": summaries, "command": command, "seeds": list(seeds),
+                   "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_facts()},
+                  stream, indent=1)
     print(f"\nwrote {prefix}.json")
     return summaries
 
@@ -231,6 +242,20 @@ def _better(first: float, second: float, metric: str) -> bool:
 def format_paper_table(summaries: Sequence[dict]) -> str:
     """The published figures beside ours at equal seconds and at equal epochs, and
     whether SGN beats the best SGD in each (the paper's claims)."""
+    return format_rows(paper_rows(summaries)) + "\n" + PAPER_TABLE_NOTE
+
+
+def paper_markdown(record: dict) -> str:
+    """:func:`format_paper_table` in Markdown, from the summary record of
+    :func:`run_paper`, with its command, date and machine."""
+    machine = record["machine"]
+    return (markdown_rows(paper_rows(record["paper"])) + f"\n\n{PAPER_TABLE_NOTE}\n\n"
+            f"(`{record['command']}`; {record['date'][:10]}, {machine['cpus']} CPU cores, "
+            f"PyTensor {machine['pytensor']}, seeds {record['seeds']}.)\n")
+
+
+def paper_rows(summaries: Sequence[dict]) -> list[list[str]]:
+    """The rows of :func:`format_paper_table`, its header first."""
     rows = [["experiment", "published SGD / SGN", "ours: budget", "SGD", "SGN", "Adam",
              "SGN > SGD"]]
     for summary in summaries:
@@ -249,5 +274,4 @@ def format_paper_table(summaries: Sequence[dict]) -> str:
                            for name, value in cells],
                          "yes" if _better(summary[key]["SGN"][1], summary[key]["SGD"][1],
                                           metric) else "no"])
-    return (format_rows(rows) + "\n(classification: test accuracy; regression: test MSE; "
-            "ours: each method's best grid point, median over the seeds)")
+    return rows

@@ -6,13 +6,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
+import os
+import platform
+
 import numpy as np
+import pytensor
 
 from sgn_theano.bench.tasks import metric_of
 from sgn_theano.bench.train import TrainResult
 
-__all__ = ["format_rows", "format_table", "markdown_rows", "record_markdown", "steps_to_target",
-           "table_rows", "value_at"]
+__all__ = ["format_rows", "format_table", "machine_facts", "markdown_rows", "record_markdown",
+           "steps_to_target", "table_rows", "value_at"]
+
+
+def machine_facts() -> dict:
+    """Where a record was measured: platform, CPU cores, and the versions that matter."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "pytensor": pytensor.__version__,
+            "numpy": np.__version__}
 
 
 def steps_to_target(result: TrainResult, metric: str, target: float) -> float:

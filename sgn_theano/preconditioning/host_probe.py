@@ -32,9 +32,9 @@ class HostProbe:
     Parameters
     ----------
     config : sgn_theano.sgn_config.SGNConfig
-    params : list of shared variables
     outputs : TensorVariable
         The network outputs, shape ``(B, ...)``.
+    params : list of shared variables
     inputs : list of TensorVariable
         The step's batch inputs, the first arrays :meth:`arrays` is given.
     dtype : str
@@ -48,7 +48,7 @@ class HostProbe:
         shaped like the outputs.
     """
 
-    def __init__(self, config, params: Sequence, outputs: TensorVariable,
+    def __init__(self, config, outputs: TensorVariable, params: Sequence,
                  inputs: Sequence[TensorVariable], dtype: str):
         named = config.named_preconditioner
         self.kind = named.probe if named is not None else None
