@@ -18,8 +18,9 @@ products and norms of CG, the trust ratio, every branch) is computed from these 
 which are the same on every process, so every process takes the same decisions and the
 same step, with no more communication.
 
-Errors stay collective (:meth:`DataParallel.shard`, :meth:`DataParallel.run`): a batch that fails its checks on one
-process makes every process raise the same error before anything runs, and a process
+Errors stay collective (:meth:`DataParallel.shard`, :meth:`DataParallel.run`): a batch
+that fails its checks on one process makes every process raise the same error before
+anything runs, and a process
 whose step fails while it runs (a label out of range) joins the pending sum with a
 failure flag, so that the others stop too instead of waiting for it forever.
 
@@ -156,7 +157,7 @@ class DataParallel:
         for method in ("Allreduce", "allgather", "Bcast", "Get_rank", "Get_size"):
             if not callable(getattr(comm, method, None)):
                 raise SGNInputTypeError(f"`comm` must be an mpi4py communicator (such as "
-                                f"MPI.COMM_WORLD), got {type(comm).__name__}.")
+                                        f"MPI.COMM_WORLD), got {type(comm).__name__}.")
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.weight = pt.scalar("shard_weight", dtype=dtype)

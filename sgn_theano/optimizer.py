@@ -191,11 +191,6 @@ class SGN:
     inputs : list of TensorVariable
         The free symbolic inputs of ``loss`` (e.g. ``[x, y]``), in the order
         :meth:`step` takes the batch arrays.
-    **options
-        The options of the step, each checked and documented by
-        :class:`~sgn_theano.sgn_config.SGNConfig` (``max_cg_iters``, ``damping``,
-        ``preconditioner``, ``curvature_fraction``...); an unknown name raises
-        :class:`~sgn_theano.errors.SGNInputTypeError`.
     mode : str or pytensor Mode, optional
         Compile mode: a name of :data:`sgn_theano.compilation.modes.MODES` (``"C"``, ``"NUMBA"``,
         ``"JAX"``...) or any PyTensor mode. Default: ``"C"`` linked to OpenBLAS where
@@ -211,6 +206,11 @@ class SGN:
         are set to rank 0's values here. A bad batch on any process raises the same
         error on every process, with nothing changed. Modes C and NUMBA (JAX has no
         MPI op here).
+    **options
+        The options of the step, each checked and documented by
+        :class:`~sgn_theano.sgn_config.SGNConfig` (``max_cg_iters``, ``damping``,
+        ``preconditioner``, ``curvature_fraction``...); an unknown name raises
+        :class:`~sgn_theano.errors.SGNInputTypeError`.
     """
 
     def __init__(self, loss: TensorVariable, params: Sequence, outputs: TensorVariable,
@@ -336,7 +336,7 @@ class SGN:
         """
         if not isinstance(state, dict) or set(state) != {"config", "state"}:
             raise SGNInputError("`state` must be a dict from `SGN.state_dict()` with keys "
-                             "'config' and 'state'.")
+                                "'config' and 'state'.")
         config = self.config.to_dict()
         if state["config"] != config:
             differing = sorted(key for key in set(state["config"]) | set(config)
@@ -349,7 +349,7 @@ class SGN:
         for role, variables in roles.items():
             if len(saved[role]) != len(variables):
                 raise SGNInputError(f"`state['state']['{role}']` has {len(saved[role])} arrays, "
-                                 f"expected {len(variables)}: is it from another model?")
+                                    f"expected {len(variables)}: is it from another model?")
             targets += [(f"`state['state']['{role}'][{i}]`", variable, value)
                         for i, (variable, value) in enumerate(zip(variables, saved[role]))]
         validation.set_checked_values(targets)

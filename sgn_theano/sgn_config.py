@@ -88,15 +88,15 @@ class SGNConfig(Mapping):
     preconditioner : {"kfac", "jacobi", "gradient_squares", "hutchinson"}, callable or None
         ``"kfac"``, Kronecker-factored curvature
         (:mod:`sgn_theano.preconditioning.kronecker_factored`) on the dense and im2col
-        layers found in the graph (:attr:`sgn_theano.SGN.layers`), with averaged gradient squares on the
-        other parameters (ahead of the best Adam at batch 10000 and on a deep
-        autoencoder in the docs' results, where SGN without it trailed; its step costs
-        1.0-1.3 steps without a preconditioner); one of the diagonal preconditioners
-        of :class:`~sgn_theano.SGN` (step 2); ``None`` (the default), plain CG; or a
-        callable ``list -> list``: a
-        symbolic product with an SPD approximation of :math:`(G + \\rho I)^{-1}`,
-        handed to :func:`sgn_theano.cg.conjugate_gradient` (what it computes that
-        does not depend on its argument is computed once per step, outside CG's loop).
+        layers found in the graph (:attr:`sgn_theano.SGN.layers`), with averaged
+        gradient squares on the other parameters (ahead of the best Adam at batch 10000
+        and on a deep autoencoder in the docs' results, where SGN without it trailed; its
+        step costs 1.0-1.3 steps without a preconditioner); one of the diagonal
+        preconditioners of :class:`~sgn_theano.SGN` (step 2); ``None`` (the default),
+        plain CG; or a callable ``list -> list``: a symbolic product with an SPD
+        approximation of :math:`(G + \\rho I)^{-1}`, handed to
+        :func:`sgn_theano.cg.conjugate_gradient` (what it computes that does not depend
+        on its argument is computed once per step, outside CG's loop).
     preconditioner_decay : float
         :math:`\\beta \\in [0, 1)` of the average of ``"gradient_squares"`` and
         ``"hutchinson"``.
@@ -173,11 +173,12 @@ class SGNConfig(Mapping):
                                         low_open=low_open, high_open=high_open)
         for flag in ("trust_region", "line_search", "model_momentum"):
             if not isinstance(getattr(self, flag), bool):
-                raise SGNInputTypeError(f"`{flag}` must be True or False, got {getattr(self, flag)!r}.")
+                raise SGNInputTypeError(f"`{flag}` must be True or False, got "
+                                        f"{getattr(self, flag)!r}.")
         self._check_preconditioner()
         if checked["min_damping"] > checked["max_damping"]:
             raise SGNInputError(f"`min_damping` ({checked['min_damping']}) exceeds "
-                             f"`max_damping` ({checked['max_damping']}).")
+                                f"`max_damping` ({checked['max_damping']}).")
         checked["damping_decay_steps"] = self._checked_decay_steps()
         if self.preconditioner_epsilon is not None:
             checked["preconditioner_epsilon"] = check_float(
@@ -195,22 +196,22 @@ class SGNConfig(Mapping):
         preconditioner = self.preconditioner
         if not (preconditioner is None or callable(preconditioner)
                 or isinstance(preconditioner, str) and preconditioner in PRECONDITIONERS):
-            raise SGNInputTypeError(f"`preconditioner` must be one of {tuple(PRECONDITIONERS)}, a callable "
-                            f"list -> list, or None, got {preconditioner!r}.")
+            raise SGNInputTypeError(f"`preconditioner` must be one of {tuple(PRECONDITIONERS)}, "
+                                    f"a callable list -> list, or None, got {preconditioner!r}.")
 
     def _checked_decay_steps(self) -> int | None:
         schedule = self.damping_schedule
         if not isinstance(schedule, str) or schedule not in SCHEDULES:
             raise SGNInputError(f"`damping_schedule` must be one of {SCHEDULES}, got "
-                             f"{schedule!r}.")
+                                f"{schedule!r}.")
         if self.decaying and self.trust_region:
             raise SGNInputError(f"`damping_schedule={schedule!r}` needs `trust_region=False` "
-                             "(the trust region adapts the damping itself).")
+                                "(the trust region adapts the damping itself).")
         if self.decaying:
             return check_integer("damping_decay_steps", self.damping_decay_steps, low=1)
         if self.damping_decay_steps is not None:
             raise SGNInputError("`damping_decay_steps` applies to the 'linear' and 'cosine' "
-                             "damping schedules only.")
+                                "damping schedules only.")
         return None
 
     @classmethod
@@ -231,7 +232,8 @@ class SGNConfig(Mapping):
     @property
     def averages_diagonal(self) -> bool:
         """Whether the preconditioner averages a diagonal estimate over steps."""
-        return self.named_preconditioner is not None and self.named_preconditioner.averages_diagonal
+        named = self.named_preconditioner
+        return named is not None and named.averages_diagonal
 
     @property
     def kronecker_factored(self) -> bool:

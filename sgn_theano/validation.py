@@ -22,6 +22,7 @@ from sgn_theano.errors import SGNInputError, SGNInputTypeError
 
 __all__ = [
     "batched",
+    "is_batched",
     "check_batch",
     "check_computed_from",
     "check_float",
@@ -38,19 +39,23 @@ __all__ = [
 ]
 
 
+def is_batched(item) -> bool:
+    """Whether a symbolic input or an array has a batch axis: at least one dimension,
+    the first the batch's (a scalar input, such as a learning rate, is not cut into
+    rows)."""
+    return (item.type.ndim if isinstance(item, Variable) else np.ndim(item)) >= 1
+
+
 def batched(items: Sequence) -> list:
-    """The items with a batch axis: the symbolic inputs or arrays with at least one
-    dimension, whose first axis is the batch's (a scalar input, such as a learning rate,
-    is not cut into rows)."""
-    return [item for item in items
-            if (item.type.ndim if isinstance(item, Variable) else np.ndim(item)) >= 1]
+    """The items of ``items`` with a batch axis (:func:`is_batched`)."""
+    return [item for item in items if is_batched(item)]
 
 
 def check_params(params: Sequence) -> list[SharedVariable]:
     """Return ``params`` as a list after checking they are distinct float shared tensors."""
     if isinstance(params, Variable) or not isinstance(params, (list, tuple)):
         raise SGNInputTypeError("`params` must be a list of shared variables, got "
-                        f"{type(params).__name__}.")
+                                f"{type(params).__name__}.")
     if not params:
         raise SGNInputError("`params` is empty: pass the shared variables to optimize.")
     seen = {}
@@ -61,11 +66,11 @@ def check_params(params: Sequence) -> list[SharedVariable]:
                 "create parameters with `pytensor.shared(numpy_array)`."
             )
         if not param.dtype.startswith("float"):
-            raise SGNInputTypeError(f"Element {i} of `params` ({param.name}) has dtype {param.dtype}; "
-                            "parameters must be floating point.")
+            raise SGNInputTypeError(f"Element {i} of `params` ({param.name}) has dtype "
+                                    f"{param.dtype}; parameters must be floating point.")
         if id(param) in seen:
             raise SGNInputError(f"Elements {seen[id(param)]} and {i} of `params` are the same "
-                             f"variable ({param.name}); list each parameter once.")
+                                f"variable ({param.name}); list each parameter once.")
         seen[id(param)] = i
     return list(params)
 
@@ -73,10 +78,11 @@ def check_params(params: Sequence) -> list[SharedVariable]:
 def check_loss(loss) -> TensorVariable:
     """Check ``loss`` is a scalar floating-point symbolic variable."""
     if not isinstance(loss, TensorVariable):
-        raise SGNInputTypeError(f"`loss` must be a symbolic PyTensor scalar, got {type(loss).__name__}.")
+        raise SGNInputTypeError("`loss` must be a symbolic PyTensor scalar, got "
+                                f"{type(loss).__name__}.")
     if loss.type.ndim != 0:
         raise SGNInputError(f"`loss` must be a scalar (a mean over the batch), got a tensor with "
-                         f"{loss.type.ndim} dimensions; reduce it with `.mean()`.")
+                            f"{loss.type.ndim} dimensions; reduce it with `.mean()`.")
     if not loss.dtype.startswith("float"):
         raise SGNInputTypeError(f"`loss` must be floating point, got dtype {loss.dtype}.")
     return loss
@@ -86,21 +92,21 @@ def check_computed_from(loss: TensorVariable, outputs) -> None:
     """Check ``outputs`` is a symbolic tensor that ``loss`` is computed from."""
     if not isinstance(outputs, TensorVariable):
         raise SGNInputTypeError(f"`outputs` must be a symbolic PyTensor tensor, got "
-                        f"{type(outputs).__name__}.")
+                                f"{type(outputs).__name__}.")
     if outputs not in ancestors([loss]):
         raise SGNInputError("`loss` is not computed from `outputs`: pass the variable the loss "
-                         "was built from (the logits, or the linear regression output).")
+                            "was built from (the logits, or the linear regression output).")
 
 
 def check_matching_blocks(name: str, references: Sequence, blocks: Sequence, what: str):
     """Check ``blocks`` has one entry per reference, each with the same number of dims."""
     if len(references) != len(blocks):
         raise SGNInputError(f"`{name}` has {len(blocks)} entries but there are "
-                         f"{len(references)} {what}.")
+                            f"{len(references)} {what}.")
     for i, (reference, block) in enumerate(zip(references, blocks)):
         if reference.type.ndim != block.type.ndim:
             raise SGNInputError(f"Element {i} of `{name}` has {block.type.ndim} dimensions, "
-                             f"but the matching {what[:-1]} has {reference.type.ndim}.")
+                                f"but the matching {what[:-1]} has {reference.type.ndim}.")
 
 
 def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable]) -> str:
@@ -110,11 +116,11 @@ def check_graph(loss: TensorVariable, outputs, params: Sequence[SharedVariable])
     for i, param in enumerate(params):
         if param not in upstream:
             raise SGNInputError(f"`outputs` do not depend on element {i} of `params` "
-                             f"({param.name}); remove it or fix the model.")
+                                f"({param.name}); remove it or fix the model.")
     dtypes = {param.dtype for param in params} | {outputs.dtype, loss.dtype}
     if len(dtypes) != 1:
         raise SGNInputTypeError(f"`params`, `outputs` and `loss` must share one dtype, got "
-                        f"{sorted(dtypes)}; build the model in one floatX.")
+                                f"{sorted(dtypes)}; build the model in one floatX.")
     return loss.dtype
 
 
@@ -123,7 +129,8 @@ def get_or_compute_grads(loss_or_grads, params: Sequence) -> list[TensorVariable
     params = check_params(params)
     if isinstance(loss_or_grads, (list, tuple)):
         if len(loss_or_grads) != len(params):
-            raise SGNInputError(f"Got {len(loss_or_grads)} gradients for {len(params)} parameters.")
+            raise SGNInputError(f"Got {len(loss_or_grads)} gradients for {len(params)} "
+                                "parameters.")
         return list(loss_or_grads)
     return pytensor.grad(check_loss(loss_or_grads), params)
 
@@ -173,14 +180,14 @@ def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.nd
     """
     if len(batch) != len(inputs):
         raise SGNInputError(f"`step` takes {len(inputs)} arrays (one per input: "
-                         f"{[variable.name for variable in inputs]}), got {len(batch)}.")
+                            f"{[variable.name for variable in inputs]}), got {len(batch)}.")
     arrays = []
     for i, (variable, value) in enumerate(zip(inputs, batch)):
         label = f"batch array {i} ({variable.name or variable.type})"
         array = np.asarray(value)
         if array.ndim != variable.type.ndim:
             raise SGNInputError(f"{label} has {array.ndim} dimensions, expected "
-                             f"{variable.type.ndim}.")
+                                f"{variable.type.ndim}.")
         for axis, (size, static) in enumerate(zip(array.shape, variable.type.shape)):
             if static is not None and size != static:
                 raise SGNInputError(f"{label} has size {size} on axis {axis}, expected {static}.")
@@ -189,7 +196,7 @@ def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.nd
                 array.dtype, variable.dtype, casting="same_kind"
             ):
                 raise SGNInputTypeError(f"{label} has dtype {array.dtype}, which does not convert "
-                                f"safely to the input's {variable.dtype}.")
+                                        f"safely to the input's {variable.dtype}.")
             array = array.astype(variable.dtype)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise SGNInputError(f"{label} contains NaN or infinite values.")
@@ -214,23 +221,23 @@ def check_inputs(inputs: Sequence, loss: TensorVariable) -> list[TensorVariable]
     """Check ``inputs`` are the free symbolic variables ``loss`` needs, and only those."""
     if isinstance(inputs, Variable) or not isinstance(inputs, (list, tuple)):
         raise SGNInputTypeError("`inputs` must be a list of symbolic variables (the batch), got "
-                        f"{type(inputs).__name__}.")
+                                f"{type(inputs).__name__}.")
     for i, variable in enumerate(inputs):
         if not isinstance(variable, TensorVariable) or variable.owner is not None or isinstance(
             variable, (SharedVariable, Constant)
         ):
-            raise SGNInputTypeError(f"Element {i} of `inputs` ({variable!r}) must be a free symbolic "
-                            "tensor such as `pt.matrix('x')`.")
+            raise SGNInputTypeError(f"Element {i} of `inputs` ({variable!r}) must be a free "
+                                    "symbolic tensor such as `pt.matrix('x')`.")
     free = free_inputs(loss)
     missing = [variable for variable in free if variable not in inputs]
     if missing:
         raise SGNInputError(f"`loss` needs inputs that are not in `inputs`: "
-                         f"{[variable.name or str(variable) for variable in missing]}.")
+                            f"{[variable.name or str(variable) for variable in missing]}.")
     unused = [variable for variable in inputs if variable not in free]
     if unused:
         raise SGNInputError(f"`inputs` holds variables `loss` does not use: "
-                         f"{[variable.name or str(variable) for variable in unused]}; leave "
-                         "them out (`step` takes one array per input).")
+                            f"{[variable.name or str(variable) for variable in unused]}; leave "
+                            "them out (`step` takes one array per input).")
     return list(inputs)
 
 
@@ -246,8 +253,8 @@ def set_checked_values(targets: Sequence[tuple[str, SharedVariable, object]]) ->
         current, array = variable.get_value(borrow=True), np.asarray(value)
         if array.shape != current.shape or array.dtype != current.dtype:
             raise SGNInputError(f"{label} has shape {array.shape} and dtype {array.dtype}, "
-                             f"expected {current.shape} and {current.dtype}: is it from "
-                             "another model?")
+                                f"expected {current.shape} and {current.dtype}: is it from "
+                                "another model?")
         arrays.append(array)
     for (_, variable, _), array in zip(targets, arrays):
         variable.set_value(np.array(array, copy=True))

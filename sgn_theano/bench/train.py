@@ -186,7 +186,8 @@ class LineProgress:
 
     def __init__(self, total: float, initial: float = 0, desc: str = "", unit: str = "s",
                  disable: bool = False):
-        self.total, self.n, self.desc, self.unit, self.disable = total, initial, desc, unit, disable
+        self.total, self.n, self.desc = total, initial, desc
+        self.unit, self.disable = unit, disable
 
     def update(self, amount: float) -> None:
         self.n += amount

@@ -123,8 +123,8 @@ def compile_mode(name: str | None = None) -> Mode:
         linking = not _configured_blas()
         if not link_openblas():
             raise SGNInputError("The C mode needs a BLAS: install OpenBLAS "
-                             "(`apt-get install libopenblas-dev`) or set "
-                             "PYTENSOR_FLAGS=blas__ldflags=...")
+                                "(`apt-get install libopenblas-dev`) or set "
+                                "PYTENSOR_FLAGS=blas__ldflags=...")
         if linking:
             warnings.warn("sgn_theano set pytensor.config.blas__ldflags = '-lopenblas' for "
                           "this process, as no BLAS was configured for the C mode. Configure "

@@ -22,6 +22,7 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import BlockLayout
 from sgn_theano.preconditioning.curvature_diagonal import rademacher_probe
+from sgn_theano.validation import is_batched
 
 __all__ = ["HostProbe"]
 
@@ -65,7 +66,7 @@ class HostProbe:
             self._batch_inputs, self._shapes = list(inputs), {}
             # on one row of the batch: inputs with any number of rows stand in for them
             rows = [variable.type.clone(shape=(None, *variable.type.shape[1:]))()
-                    if variable.type.ndim else variable for variable in inputs]
+                    if is_batched(variable) else variable for variable in inputs]
             trailing = clone_replace(outputs.shape[1:], replace=dict(zip(inputs, rows)),
                                      rebuild_strict=False)
             self._trailing_shape = pytensor.function(
@@ -90,6 +91,6 @@ class HostProbe:
         arrays = batch[:len(self._batch_inputs)]
         key = tuple(np.shape(array)[1:] for array in arrays)
         if key not in self._shapes:
-            first = [array[:1] if np.ndim(array) else array for array in arrays]
+            first = [array[:1] if is_batched(array) else array for array in arrays]
             self._shapes[key] = tuple(int(size) for size in self._trailing_shape(*first))
         return self._shapes[key]
