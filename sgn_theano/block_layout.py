@@ -7,6 +7,10 @@ handful of nodes whatever the depth, which the backends fuse into a few loops, a
 graph is cheaper to rewrite and compile. :class:`BlockLayout` concatenates blocks into
 that vector (:meth:`~BlockLayout.flatten`) and cuts it back into views shaped like the
 blocks (:meth:`~BlockLayout.split`); only the curvature product needs the blocks.
+
+Two type aliases name what the library passes around: ``Blocks``, a list of tensors
+shaped like the parameters (a CG vector, a gradient), and ``Operator``, a linear map on
+blocks (:math:`v \\mapsto G v`, a preconditioner).
 """
 
 from __future__ import annotations

@@ -223,7 +223,9 @@ def raised(call) -> BaseException:
 
 
 def messages_raised(problem, optimizer) -> dict:
-    """``{what: "`Type`: message"}`` of every case of this file, raised afresh."""
+    """``{what: "`Type`: message"}`` of every case of this file, raised afresh: the
+    message's first line (PyTensor 2.38 appends the failing node's details to an error
+    raised while a compiled function runs)."""
     loss, outputs, params, inputs = problem
     calls = {what: (lambda options=options: SGN(loss, params, outputs, inputs, **options))
              for what, options, _, _ in SETTING_CASES}
@@ -235,7 +237,8 @@ def messages_raised(problem, optimizer) -> dict:
     calls |= {what: (lambda state=state: optimizer.load_state_dict(state))
               for what, state, _ in state_cases(problem)}
     errors = {what: raised(call) for what, call in calls.items()}
-    return {what: f"`{type(error).__name__}`: {error}" for what, error in errors.items()}
+    return {what: f"`{type(error).__name__}`: {str(error).splitlines()[0]}"
+            for what, error in errors.items()}
 
 
 def documented_message(page: str, what: str) -> str | None:
