@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NEEDS_MPI = pytest.mark.skipif(
     shutil.which("mpirun") is None or importlib.util.find_spec("mpi4py") is None,
     reason="needs OpenMPI's mpirun and mpi4py (docs, installation)")
-TIMEOUT = 300
+TIMEOUT = 600
 
 
 def mpirun(*arguments: str, processes: int = 2) -> subprocess.CompletedProcess:
