@@ -79,12 +79,10 @@ def train_round_robin(
             run = runs[name]
             _, elapsed = run.take_step(next(batches[name]))
             bar.update(elapsed)
-            if run.result.diverged or run.used() >= marks[name][0]:
-                run.record()
-                while marks[name] and run.used() >= marks[name][0]:
-                    marks[name].pop(0)
+            if run.record_when_due(marks[name]):
                 point = run.result.history[-1]
-                metric = point.test_loss if np.isnan(point.test_accuracy) else point.test_accuracy
+                metric = (point.test_loss if np.isnan(point.test_accuracy)
+                          else point.test_accuracy)
                 bar.set_postfix(evaluated=f"{name}: {metric:.4g}")
     finally:
         bar.close()

@@ -326,12 +326,9 @@ def train(
                 loss, elapsed = run.take_step(next(batches))
                 bar.update(min(elapsed if by_time else 1, budget - bar.n))
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if run.result.diverged or run.used() >= marks[0]:
-                    run.record()
+                if run.record_when_due(marks):
                     bar.set_postfix(loss=f"{loss:.4f}",
                                     acc=f"{run.result.history[-1].test_accuracy:.3f}")
-                    while marks and run.used() >= marks[0]:
-                        marks.pop(0)
                 elif save_every and run.result.steps % save_every == 0:
                     run.save()
                 if interrupts:
@@ -401,6 +398,17 @@ class TrainingRun:
         self.result.step_times.append(self.result.train_time)
         self.result.diverged = not math.isfinite(loss)
         return loss, elapsed
+
+    def record_when_due(self, marks: list[float]) -> bool:
+        """Evaluate (:meth:`record`) if the run diverged or reached ``marks[0]``, and drop
+        the marks it has passed from ``marks`` (sorted, in the budget's unit); whether it
+        evaluated."""
+        if not (self.result.diverged or marks and self.used() >= marks[0]):
+            return False
+        self.record()
+        while marks and self.used() >= marks[0]:
+            marks.pop(0)
+        return True
 
     def record(self) -> None:
         """Evaluate, append a :class:`Checkpoint` to the history, and save."""
