@@ -141,7 +141,7 @@ class SGNConfig(Mapping):
         with the trust region on, ``min_damping > max_damping``...); a ``ValueError``.
     """
 
-    max_cg_iters: int = 3
+    max_cg_iters: int = 1
     cg_tol: float = 1e-6
     cg_progress_tol: float = 5e-4
     damping: float = 0.1
@@ -155,14 +155,14 @@ class SGNConfig(Mapping):
     rejection_threshold: float = 0.0
     momentum: float = 0.0
     preconditioner: (Literal["jacobi", "gradient_squares", "hutchinson", "kfac"] | Callable
-                     | None) = None
+                     | None) = "kfac"
     preconditioner_decay: float = 0.99
     preconditioner_exponent: float = JACOBI_EXPONENT
     preconditioner_epsilon: float | None = None
     kfac_decay: float = 0.95
     kfac_inverse_interval: int = 10
     warm_start: float = 0.0
-    model_momentum: bool = False
+    model_momentum: bool = True
     curvature_fraction: float = 0.1
 
     def __post_init__(self):

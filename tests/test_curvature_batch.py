@@ -70,7 +70,7 @@ def sub_batch_direction(problem, batch, rows, rhs=None):
 
 
 EXACT = dict(max_cg_iters=60, cg_tol=0.0, damping=DAMPING, trust_region=False,
-             line_search=False, preconditioner=None, mode=TEST_MODE)
+             line_search=False, preconditioner=None, model_momentum=False, mode=TEST_MODE)
 
 
 @pytest.mark.parametrize("what, loss_name, build, fraction, rows", PROBLEMS,

@@ -118,7 +118,7 @@ def test_gradient_squares_preconditioner_is_pcg_with_the_averaged_squares(what):
     loss, outputs, params, inputs = problem
     batches = [make_batch("softmax_cross_entropy", "float64", features=2, classes=2, seed=s)
                for s in (0, 1)]
-    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=2,
+    optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=2, model_momentum=False,
                     preconditioner="gradient_squares", preconditioner_decay=0.9,
                     preconditioner_exponent=0.5, preconditioner_epsilon=1e-3, **FIXED)
     squares = []

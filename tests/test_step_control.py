@@ -78,7 +78,8 @@ def test_momentum_direction_that_is_not_descent_is_rejected():
     # g2^T d > 0 for the direction d solving for -(0.95 m + 0.05 g2) / (1 - 0.95^2).
     loss, outputs, params, inputs, (x, y) = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, momentum=0.95, line_search=False,
-                    trust_region=False, mode=TEST_MODE)
+                    trust_region=False, max_cg_iters=3, preconditioner=None,
+                    model_momentum=False, mode=TEST_MODE)
     assert optimizer.step(x, y).accepted
     (buffer,) = optimizer.state_dict()["state"]["momentum"]
     before = params[0].get_value().tobytes()
@@ -125,7 +126,8 @@ def test_warm_start_is_used_when_it_beats_zero(damping, warm_start_used):
     loss, outputs, params, inputs, (x, y) = linear_regression()
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=1, trust_region=False,
                     line_search=False, damping=damping, warm_start=0.95,
-                    curvature_fraction=1.0, preconditioner=None, mode=TEST_MODE)
+                    curvature_fraction=1.0, preconditioner=None, model_momentum=False,
+                    mode=TEST_MODE)
     optimizer.step(x, y)
     (previous,) = optimizer.state_dict()["state"]["direction"]
     start = params[0].get_value()

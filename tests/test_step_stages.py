@@ -31,11 +31,12 @@ def shared_params(rng, shapes=((2, 3), (3,))):
 
 def test_state_holds_the_roles_the_options_use(rng):
     params = shared_params(rng)
-    plain = SGNState.create(params, SGNConfig(preconditioner=None), "float64")
+    plain = SGNState.create(params, SGNConfig(preconditioner=None, model_momentum=False),
+                            "float64")
     assert list(plain.roles()) == ["params", "damping", "step_count"]
     assert plain.momentum == [] and plain.momentum_count is None and plain.direction == []
-    full = SGNState.create(params, SGNConfig(momentum=0.9, warm_start=0.5,
-                                                preconditioner=None), "float64")
+    full = SGNState.create(params, SGNConfig(momentum=0.9, warm_start=0.5, preconditioner=None,
+                                             model_momentum=False), "float64")
     roles = full.roles()
     assert list(roles) == ["params", "damping", "step_count", "momentum", "momentum_count",
                            "direction"]

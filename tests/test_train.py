@@ -16,7 +16,7 @@ from idx_files import write_cifar10_like, write_mnist_like
 from resumable_run import synthetic_blobs
 
 from sgn_theano import adam, softmax_cross_entropy
-from sgn_theano.bench.cli import _apply_defaults, build_parser, main, parse_optimizers
+from sgn_theano.bench.cli import _apply_defaults, build_parser, label, main, parse_optimizers
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.bench.paper import (
     PaperExperiment,
@@ -91,6 +91,9 @@ def test_parse_optimizers_grid():
     assert parse_optimizers("sgn:3,5") == [("sgn", 3.0), ("sgn", 5.0)]
     assert parse_optimizers("sgd:0.01,0.1,1") == [("sgd", 0.01), ("sgd", 0.1), ("sgd", 1.0)]
     assert parse_optimizers("adam") == [("adam", 1e-3)]
+    # a bare `sgn` is SGN at its defaults, whatever they are, and says so in tables and plots
+    assert parse_optimizers("sgn") == [("sgn", {})]
+    assert label("sgn", {}) == "SGN defaults" and label("sgn", 3.0) == "SGN k=3"
     assert parse_optimizers("sgn:max_cg_iters=10,preconditioner=kfac,warm_start=0.5") == [
         ("sgn", {"max_cg_iters": 10, "preconditioner": "kfac", "warm_start": 0.5})]
     for bad in ("sgn:2.5", "lbfgs", "sgd:-1", "sgd:abc", "sgd:0.1,nan", "sgn:max_iters=3",

@@ -63,7 +63,10 @@ from sgn_theano.updates import adam, sgd
 
 __all__ = ["main", "parse_optimizers"]
 
-DEFAULT_VALUES = {"sgn": 3.0, "sgd": 0.1, "adam": 1e-3}
+#: A bare ``sgd`` or ``adam``: its learning rate. A bare ``sgn`` is SGN at its defaults.
+DEFAULT_VALUES = {"sgd": 0.1, "adam": 1e-3}
+#: The label of SGN at its defaults, in tables, records and plots.
+SGN_DEFAULTS = "SGN defaults"
 #: ``--quick``: seconds per run, evaluation interval, and batch sizes (image tasks).
 QUICK_SECONDS, QUICK_EVAL_EVERY, QUICK_BATCH_SIZES = 20.0, 2.0, (1000, 10000)
 #: Set in processes started by mpirun (OpenMPI; MPICH and PMIx launchers).
@@ -71,17 +74,19 @@ MPI_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
 
 
 def parse_optimizers(spec: str) -> list[tuple[str, float | dict]]:
-    """``"sgn:3,5"`` -> ``[("sgn", 3.0), ("sgn", 5.0)]`` (CG iterations); ``"sgd:0.1"``
-    and ``"adam:1e-3"`` give learning rates; a bare name takes its default;
+    """``"sgn"`` -> ``[("sgn", {})]``, SGN at its defaults (:class:`sgn_theano.SGNConfig`);
+    ``"sgn:3,5"`` -> ``[("sgn", 3.0), ("sgn", 5.0)]`` (CG iterations, the other options
+    at their defaults); ``"sgd:0.1"`` and ``"adam:1e-3"`` give learning rates, a bare
+    ``sgd`` or ``adam`` takes :data:`DEFAULT_VALUES`;
     ``"sgn:max_cg_iters=10,preconditioner=kfac"`` -> one SGN setting with those options
     of :class:`sgn_theano.SGNConfig` (numbers, True, False, None and names understood)."""
     name, _, values = spec.partition(":")
-    if name not in DEFAULT_VALUES:
+    if name not in (*DEFAULT_VALUES, "sgn"):
         raise argparse.ArgumentTypeError(
-            f"unknown optimizer {name!r} in {spec!r}; use sgn[:k,...], "
+            f"unknown optimizer {name!r} in {spec!r}; use sgn, sgn:k[,k...], "
             "sgn:option=value[,...], sgd[:lr,...] or adam[:lr,...]")
-    if name == "sgn" and "=" in values:
-        return [("sgn", _sgn_options(spec, values))]
+    if name == "sgn" and (not values or "=" in values):
+        return [("sgn", _sgn_options(spec, values) if values else {})]
     grid = []
     for value in values.split(",") if values else [""]:
         try:
@@ -112,7 +117,10 @@ def _sgn_options(spec: str, values: str) -> dict:
 
 
 def label(name: str, value: float | dict) -> str:
-    """``"SGN k=3"``, ``"SGD lr=0.1"``, or ``"SGN preconditioner=kfac"`` for options."""
+    """``"SGN k=3"``, ``"SGD lr=0.1"``, ``"SGN preconditioner=kfac"`` for options, or
+    :data:`SGN_DEFAULTS` for SGN at its defaults."""
+    if value == {}:
+        return SGN_DEFAULTS
     if isinstance(value, dict):
         return "SGN " + ", ".join(f"{key}={option}" for key, option in value.items())
     return f"SGN k={int(value)}" if name == "sgn" else f"{name.upper()} lr={value:g}"
@@ -149,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optimizer_options(parser: argparse.ArgumentParser) -> None:
     """The optimizer grid, and the SGN options applied to all of its SGN settings."""
     parser.add_argument("--optimizers", nargs="+", type=parse_optimizers,
-                        default=[[("sgn", 3.0)], [("sgd", 0.1)], [("adam", 1e-3)]],
+                        default=[[("sgn", {})], [("sgd", 0.1)], [("adam", 1e-3)]],
                         help="sgn:K[,K...] (CG iterations), sgn:option=value[,...] (options "
                         "of SGNConfig), sgd:LR[,LR...], adam:LR[,LR...]")
     parser.add_argument("--min-damping", type=float, default=None,
