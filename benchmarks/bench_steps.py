@@ -170,9 +170,8 @@ def kfac_refresh(optimizer: SGN, xb, yb):
     """The host's refresh of K-FAC's inverses after a step, as a callable."""
     optimizer.step(xb, yb)
 
-    def call():
-        optimizer.state.step_count.set_value(np.int64(1))  # a step after which it is due
-        assert refresh_factor_inverses(optimizer.state, optimizer.config)
+    def call():  # after step 1 a refresh is due
+        assert refresh_factor_inverses(optimizer.state, optimizer.config, steps=1)
     return call
 
 

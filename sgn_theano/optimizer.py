@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
 import pytensor
 from pytensor.tensor.variable import TensorVariable
 
@@ -41,12 +42,7 @@ from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverse
 from sgn_theano.preconditioning.layer_detection import find_layers
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
-from sgn_theano.step_stages import (
-    StepInfo,
-    StepOutputs,
-    build_step,
-    gauss_newton_direction,
-)
+from sgn_theano.step_stages import StepInfo, build_step, gauss_newton_direction
 
 __all__ = ["SGN", "SGNConfig", "StepInfo", "gauss_newton_direction", "sgn"]
 
@@ -246,8 +242,9 @@ class SGN:
         # whose Hessian is constant) go unused; `check_inputs` has checked the others.
         self._step = pytensor.function(self.inputs + self._curvature_inputs
                                        + self._probe.inputs + weights,
-                                       list(step_outputs), updates=updates, mode=mode,
-                                       on_unused_input="ignore")
+                                       step_outputs.packed(self.dtype), updates=updates,
+                                       mode=mode, on_unused_input="ignore")
+        self._step_count = int(self.state.step_count.get_value())
         if self._parallel is not None:
             self._parallel.broadcast(self.params)
 
@@ -289,14 +286,32 @@ class SGN:
         arguments = [*shard.arrays,
                      *[array[:rows] for array in validation.batched(shard.arrays)
                        if self._curvature_inputs],
-                     *self._probe.arrays(shard.arrays, self.step_count, shard.offset, rows,
+                     *self._probe.arrays(shard.arrays, self._step_count, shard.offset, rows,
                                          shard.curvature_total),
                      *shard.weights]
-        values = (self._step(*arguments) if self._parallel is None
+        packed = (self._step(*arguments) if self._parallel is None
                   else self._parallel.run(self._step, *arguments))
+        self._step_count += 1  # as the compiled step counts: every call that returned
         if self.config.kronecker_factored:
-            refresh_factor_inverses(self.state, self.config)
-        return StepInfo.from_outputs(StepOutputs._make(values))
+            refresh_factor_inverses(self.state, self.config, self._step_count)
+        return StepInfo.from_outputs(np.asarray(packed))  # the step's one device-to-host copy
+
+    def warm_up(self, *batch) -> None:
+        """Compile the step for batches shaped like ``batch``, before any timed step: one
+        :meth:`step` taken and undone, every state array restored bit for bit
+        (:meth:`state_dict`). Backends that compile at the first call (JAX's JIT,
+        NUMBA) compile here; in C mode the step was compiled at construction, and this
+        only costs a step. A data-parallel SGN calls it on every process, each with its
+        shard.
+
+        Parameters
+        ----------
+        *batch : arrays
+            As :meth:`step` takes them; checked the same way.
+        """
+        saved = self.state_dict()
+        self.step(*batch)
+        self.load_state_dict(saved)
 
     @property
     def damping(self) -> float:
@@ -305,8 +320,9 @@ class SGN:
 
     @property
     def step_count(self) -> int:
-        """Number of calls of :meth:`step` so far (accepted or not)."""
-        return int(self.state.step_count.get_value())
+        """Number of calls of :meth:`step` so far (accepted or not); kept on the host,
+        so reading it does not wait for a device."""
+        return self._step_count
 
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: the configuration and every state array.
@@ -353,3 +369,4 @@ class SGN:
             targets += [(f"`state['state']['{role}'][{i}]`", variable, value)
                         for i, (variable, value) in enumerate(zip(variables, saved[role]))]
         validation.set_checked_values(targets)
+        self._step_count = int(self.state.step_count.get_value())

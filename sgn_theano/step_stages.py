@@ -111,6 +111,13 @@ class StepOutputs(NamedTuple):
     line_search_tries: TensorVariable  # dtype=int64
     status: TensorVariable  # dtype=int8: a Rejection code
 
+    def packed(self, dtype: str) -> TensorVariable:
+        """Every field in one vector of ``dtype`` (the model's), in field order: what the
+        compiled step returns, so that its diagnostics reach the host in one transfer (a
+        JAX-mode step on a GPU otherwise waits for the device once per field). The
+        counts and the status are small integers, exact in float32."""
+        return pt.stack([pt.cast(value, dtype) for value in self])
+
 
 class StepInfo(NamedTuple):
     """Diagnostics of one :meth:`sgn_theano.SGN.step`."""
@@ -127,9 +134,11 @@ class StepInfo(NamedTuple):
     reason: str  # why the step was rejected; "" when accepted
 
     @classmethod
-    def from_outputs(cls, values: StepOutputs) -> StepInfo:
-        """The diagnostics from the values of a compiled step's :class:`StepOutputs`."""
-        fields = values._asdict()
+    def from_outputs(cls, values: StepOutputs | np.ndarray) -> StepInfo:
+        """The diagnostics from the values of a compiled step's :class:`StepOutputs`, or
+        from their :meth:`StepOutputs.packed` vector (a numpy array)."""
+        fields = (values if isinstance(values, StepOutputs) else StepOutputs._make(values)
+                  )._asdict()
         rejection = Rejection(int(fields.pop("status")))
         converted = {name: (int if name in ("cg_iterations", "line_search_tries") else float)(
             value) for name, value in fields.items()}

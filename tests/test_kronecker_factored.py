@@ -196,3 +196,16 @@ def test_kfac_state_resumes_exactly_and_refreshes_on_schedule():
     resumed = assert_resumes_exactly(optimizer, batches)
     assert {"factors", "factor_count", "factor_inverses"} <= set(resumed["state"])
     assert int(resumed["state"]["factor_count"][0]) == 6
+
+
+def test_warm_up_compiles_and_leaves_every_state_array_as_it_was():
+    loss, outputs, params, inputs = plain_classifier()
+    optimizer = SGN(loss, params, outputs, inputs, curvature_fraction=0.6, mode=TEST_MODE)
+    for seed in range(2):
+        optimizer.step(*batch(seed))
+    before = optimizer.state_dict()
+    optimizer.warm_up(*batch(5))
+    after = optimizer.state_dict()
+    assert optimizer.step_count == 2 and after["config"] == before["config"]
+    for role, arrays in before["state"].items():
+        assert [a.tobytes() for a in arrays] == [a.tobytes() for a in after["state"][role]], role

@@ -82,3 +82,41 @@ def test_jax_mode_keeps_float32_zeros_float32():
                                  mode=compile_mode("JAX"))
     assert [np.asarray(value).dtype for value in function(np.ones(3, np.float32))] == [
         np.float32, np.float32]
+
+
+@NEEDS_JAX
+def test_a_jax_mode_step_reads_one_array_back_from_the_device(monkeypatch):
+    """A JAX-mode :meth:`SGN.step` (K-FAC, the default) reads one array back to the host:
+    the compiled step returns one packed vector of diagnostics, and nothing else reads
+    device values (no ``get_value`` of the state) unless K-FAC's inverses are due for a
+    refresh (after steps 1 and 11 here). JAX on the CPU shares host memory, so the reads
+    are counted where they would happen on a GPU: each device array the step returns,
+    and each ``get_value`` of a shared variable."""
+    import jax
+
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+    logits, params = mlp(x, [6, 5, 3], seed=0)
+    optimizer = SGN(softmax_cross_entropy(logits, y), params, logits, [x, y],
+                    mode=compile_mode("JAX"))
+    reads = []
+    get_value = pytensor.compile.sharedvalue.SharedVariable.get_value
+    monkeypatch.setattr(pytensor.compile.sharedvalue.SharedVariable, "get_value",
+                        lambda self, *a, **k: reads.append(self.name) or get_value(self, *a, **k))
+    compiled = optimizer._step
+
+    def counted(*arguments):
+        returned = compiled(*arguments)
+        reads.extend(["output"] * sum(isinstance(value, jax.Array) for value in (
+            returned if isinstance(returned, (list, tuple)) else [returned])))
+        return returned
+
+    optimizer._step = counted
+    rng = np.random.default_rng(0)
+    for step in range(1, 13):
+        reads.clear()
+        info = optimizer.step(rng.normal(size=(20, 6)).astype("float32"),
+                              rng.integers(0, 3, 20).astype("int32"))
+        assert np.isfinite(info.loss)
+        if step not in (1, 11):
+            assert reads == ["output"], (step, reads)
+    assert optimizer.step_count == int(optimizer.state.step_count.get_value()) == 12

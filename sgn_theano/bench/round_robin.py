@@ -45,7 +45,8 @@ def train_round_robin(
     batch_size : int
         Rows per step.
     time_budget : float
-        Seconds of steps per optimizer, ``> 0``.
+        Seconds of steps per optimizer, ``> 0`` (each compiles in an untimed warm-up
+        step first, :meth:`~sgn_theano.bench.train.TrainingRun.warm_up`).
     checkpoints : sequence of float
         Seconds (of each optimizer's own steps) at which to evaluate; the start and the
         end are always evaluated.
@@ -70,6 +71,7 @@ def train_round_robin(
                           | {float(time_budget)}) for name in runs}
     for run in runs.values():
         run.record()
+        run.warm_up([array[:batch_size] for array in train_arrays])
     bar = progress_bar(total=time_budget * len(runs), initial=0,
                        desc=f"round robin, seed {seed}", unit="s", disable=not progress)
     try:

@@ -51,6 +51,8 @@ class Optimizer(Protocol):
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict`."""
 
+    # Optional: ``warm_up(*batch)``, a step taken and undone, called before the clock starts.
+
 
 @dataclass
 class Checkpoint:
@@ -162,6 +164,13 @@ class FirstOrder:
         shard = self._parallel.shard(self._inputs, batch)
         return float(self._parallel.run(self._function, *shard.arrays, *shard.weights))
 
+    def warm_up(self, *batch) -> None:
+        """Compile for batches shaped like ``batch``: one step taken and undone, the
+        state restored bit for bit (as :meth:`sgn_theano.SGN.warm_up`)."""
+        saved = self.state_dict()
+        self.step(*batch)
+        self.load_state_dict(saved)
+
     def state_dict(self) -> dict:
         return {"state": [variable.get_value(borrow=False) for variable in self._variables]}
 
@@ -261,7 +270,8 @@ def train(
     batch_size : int
         Rows per step.
     time_budget : float, optional
-        Seconds of optimizer steps (evaluation time is not counted).
+        Seconds of optimizer steps: neither evaluations nor the untimed warm-up step
+        (:meth:`TrainingRun.warm_up`, where a JIT backend compiles) are counted.
     max_steps : int, optional
         Number of steps.
     max_epochs : float, optional
@@ -315,6 +325,7 @@ def train(
         _resume(checkpoint_path, run.settings, optimizer, run.result)
     else:
         run.record()
+    run.warm_up([array[:batch_size] for array in train_arrays])
     marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
                    | {budget})
     bar = progress_bar(total=budget, initial=min(run.used(), budget), desc=name,
@@ -380,11 +391,24 @@ class TrainingRun:
         """The budget spent: seconds of steps, or steps."""
         return self.result.train_time if self.by_time else self.result.steps
 
+    def warm_up(self, batch) -> None:
+        """Before the clock starts, the optimizer's ``warm_up`` on ``batch`` where it has
+        one (:meth:`sgn_theano.SGN.warm_up`, :meth:`FirstOrder.warm_up`: a step taken and
+        undone), so that a backend that compiles at the first call (JAX's JIT, NUMBA)
+        compiles here, not in the first timed step."""
+        if hasattr(self.optimizer, "warm_up"):
+            self.optimizer.warm_up(*self._shard(batch))
+
+    def _shard(self, batch) -> list:
+        """This process's part of ``batch`` (all of it outside a data-parallel run)."""
+        if self.comm is None:
+            return list(batch)
+        parts = [np.array_split(array, self.comm.Get_size()) for array in batch]
+        return [part[self.comm.Get_rank()] for part in parts]
+
     def take_step(self, batch) -> tuple[float, float]:
         """One optimizer step: ``(loss, seconds)``; a non-finite loss marks divergence."""
-        if self.comm is not None:
-            parts = [np.array_split(array, self.comm.Get_size()) for array in batch]
-            batch = [part[self.comm.Get_rank()] for part in parts]
+        batch = self._shard(batch)
         started = time.perf_counter()
         outcome = self.optimizer.step(*batch)
         elapsed = time.perf_counter() - started

@@ -192,28 +192,32 @@ def _damped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
     return np.tril(inverse) + np.tril(inverse, -1).T
 
 
-def refresh_factor_inverses(state, config) -> bool:
+def refresh_factor_inverses(state, config, steps: int) -> bool:
     """Recompute the damped inverses of the averaged factors where a refresh is due.
 
     After the first step that averaged a factor estimate, and then every
-    ``config.kfac_inverse_interval`` steps: the bias-corrected averages
-    :math:`\\hat A = A_t / (1 - \\beta^t)` (likewise :math:`\\hat S`) are inverted by
-    :func:`damped_inverses` with the damping of the next step, and stored in
-    ``state.factor_inverses`` in the model's dtype.
+    ``config.kfac_inverse_interval`` steps (``steps``, the steps taken, is known on the
+    host: the device's counts are read only where a refresh may be due): the
+    bias-corrected averages :math:`\\hat A = A_t / (1 - \\beta^t)` (likewise
+    :math:`\\hat S`) are inverted by :func:`damped_inverses` with the damping of the
+    next step, and stored in ``state.factor_inverses`` in the model's dtype.
 
     Parameters
     ----------
     state : sgn_theano.sgn_state.SGNState
     config : sgn_theano.sgn_config.SGNConfig
+    steps : int
+        The steps taken, :attr:`sgn_theano.SGN.step_count`.
 
     Returns
     -------
     bool
         Whether the inverses were refreshed.
     """
+    if (steps - 1) % config.kfac_inverse_interval:
+        return False
     count = int(state.factor_count.get_value())
-    steps = int(state.step_count.get_value())
-    if count == 0 or (steps - 1) % config.kfac_inverse_interval:
+    if count == 0:
         return False
     correction = 1 - config.kfac_decay ** count
     damping = float(state.damping.get_value())
