@@ -1,7 +1,10 @@
 """Micro-benchmark: time of a gradient, a G v, SGD/Adam steps and SGN steps, as ratios.
 
-"3 G v" is three chained products with the forward pass shared and no CG: the floor of a
-fixed step with three CG iterations is the gradient plus that. For each compile mode and
+"G v" is one Gauss-Newton product of a fixed vector and "3 G v" three chained products
+(no CG), each a compiled function of its own that computes the forward pass once: never a
+difference of two timings, which noise can make negative. Every call waits for its
+results on the device (JAX dispatches asynchronously) without copying them to the host.
+For each compile mode and
 model, all functions are timed in interleaved rounds (same
 load for each) and every figure is reported as a median and as a ratio to the
 gradient's median; also the compile time of each function (first call included: JIT
@@ -68,13 +71,16 @@ EARLY_STOP_FIGURES = tuple(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})" for k in (5
 #: The K-FAC step at the defaults otherwise (its inverses are refreshed every
 #: ``kfac_inverse_interval`` steps: timed apart, as "K-FAC inverse refresh").
 KFAC_FIGURE = f"SGN k=3 ({SUB_BATCH}, kfac)"
+#: SGN at its defaults (:class:`sgn_theano.SGNConfig`: K-FAC, one PCG iteration and
+#: model momentum), between refreshes too.
+DEFAULTS_FIGURE = "SGN defaults"
 KFAC_REFRESH = "K-FAC inverse refresh"
 FIGURES = ("gradient", "G v", "3 G v", "SGD step", "Adam step", *(
     f"SGN k={k} ({kind})" for k in CG_ITERATIONS
     for kind in ("fixed", "line search + trust region", SUB_BATCH)), *EARLY_STOP_FIGURES,
-    KFAC_FIGURE, KFAC_REFRESH)
+    KFAC_FIGURE, DEFAULTS_FIGURE, KFAC_REFRESH)
 #: yardstick figure -> ours (the yardsticks' SGN: exactly k CG iterations, fixed rho)
-YARDSTICK_FIGURES = {"grad": "gradient", "gv": "G v", "sgd_step": "SGD step",
+YARDSTICK_FIGURES = {"grad": "gradient", "sgd_step": "SGD step",
                      "adam_step": "Adam step",
                      **{f"sgn_k{k}": f"SGN k={k} (fixed)" for k in CG_ITERATIONS}}
 #: Modes whose buffers are numpy arrays, which tracemalloc sees (NUMBA and JAX allocate
@@ -101,8 +107,7 @@ def build(model: str, mode, batch: int, figures=FIGURES):
 
     def add(name, make):
         """Build a fresh model, let ``make`` compile a callable on it, and time that."""
-        if name not in figures and not (name.startswith("gradient + ")
-                                        and name.removeprefix("gradient + ") in figures):
+        if name not in figures:
             return
         x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
         logits, params = builder(x)
@@ -121,14 +126,16 @@ def build(model: str, mode, batch: int, figures=FIGURES):
 
     def compiled(x, y, outputs, updates=None):
         outputs = outputs if isinstance(outputs, list) else [outputs]
-        function = pytensor.function([x, y], outputs, updates=updates, mode=mode)
-        # np.asarray waits for the result: JAX returns before it has computed it
-        return lambda: [np.asarray(output) for output in function(xb, yb)]
+        function = pytensor.function([x, y], outputs, updates=updates, mode=mode,
+                                     on_unused_input="ignore")
+        return lambda: finished(function(xb, yb))
 
-    def sgn_step(x, y, logits, params, loss, label, k, line_search, fraction, options):
-        optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=k,
-                        trust_region=line_search, line_search=line_search,
-                        curvature_fraction=fraction, mode=mode, **{"cg_tol": 0.0, **options})
+    def fixed_vectors(params):
+        return [pytensor.shared(rng.standard_normal(p.get_value().shape).astype(p.dtype))
+                for p in params]
+
+    def sgn_step(x, y, logits, params, loss, label, options):
+        optimizer = SGN(loss, params, logits, [x, y], mode=mode, **options)
         if optimizer.config.kronecker_factored:  # start from refreshed inverses, and time
             optimizer.step(xb, yb)  # steps between refreshes (the refresh is a figure)
         start = optimizer.state_dict()
@@ -141,25 +148,27 @@ def build(model: str, mode, batch: int, figures=FIGURES):
         return call
 
     add("gradient", lambda x, y, z, p, loss: compiled(x, y, [loss, *pytensor.grad(loss, p)]))
-    add("gradient + G v", lambda x, y, z, p, loss: compiled(
-        x, y, [loss, *gauss_newton_product(loss, z, p, pytensor.grad(loss, p))]))
-    add("gradient + 3 G v", lambda x, y, z, p, loss: compiled(
-        x, y, [loss, *chained_products(loss, z, p, pytensor.grad(loss, p), 3)]))
+    add("G v", lambda x, y, z, p, loss: compiled(
+        x, y, chained_products(loss, z, p, fixed_vectors(p), 1)))
+    add("3 G v", lambda x, y, z, p, loss: compiled(
+        x, y, chained_products(loss, z, p, fixed_vectors(p), 3)))
     add("SGD step", lambda x, y, z, p, loss: compiled(x, y, loss, sgd(loss, p, 0.1)))
     add("Adam step", lambda x, y, z, p, loss: compiled(x, y, loss, adam(loss, p, 1e-3)))
-    settings = [(f"SGN k={k} ({kind})", k, line_search, fraction, {})
+    settings = [(f"SGN k={k} ({kind})", plain_cg(k, line_search, fraction))
                 for k in CG_ITERATIONS
                 for kind, line_search, fraction in (("fixed", False, 1.0),
                                                     ("line search + trust region", True, 1.0),
                                                     (SUB_BATCH, True, CURVATURE_FRACTION))]
-    settings += [(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})", k, line_search, 1.0, EARLY_STOP)
+    settings += [(f"SGN k={k} ({kind}, {EARLY_STOP_LABEL})",
+                  {**plain_cg(k, line_search, 1.0), **EARLY_STOP})
                  for k in (5, 60) for kind, line_search in (
                      ("fixed", False), ("line search + trust region", True))]
-    settings.append((KFAC_FIGURE, 3, True, CURVATURE_FRACTION, {"preconditioner": "kfac"}))
-    for label, k, line_search, fraction, options in settings:
-        add(label, lambda *model, label=label, k=k, line_search=line_search,
-            fraction=fraction, options=options: sgn_step(*model, label, k, line_search,
-                                                         fraction, options))
+    settings += [(KFAC_FIGURE, {**plain_cg(3, True, CURVATURE_FRACTION),
+                                "preconditioner": "kfac"}),
+                 (DEFAULTS_FIGURE, {})]
+    for label, options in settings:
+        add(label, lambda *model, label=label, options=options: sgn_step(*model, label,
+                                                                          options))
     add(KFAC_REFRESH, lambda x, y, z, p, loss: kfac_refresh(
         SGN(loss, p, z, [x, y], preconditioner="kfac", curvature_fraction=CURVATURE_FRACTION,
             mode=mode), xb, yb))
@@ -173,6 +182,23 @@ def kfac_refresh(optimizer: SGN, xb, yb):
     def call():  # after step 1 a refresh is due
         assert refresh_factor_inverses(optimizer.state, optimizer.config, steps=1)
     return call
+
+
+def plain_cg(k: int, line_search: bool, fraction: float) -> dict:
+    """SGN's options for ``k`` CG iterations to the end (no tolerance), unpreconditioned
+    and without model momentum (as the yardsticks' SGN), with or without the line search
+    and trust region."""
+    return {"max_cg_iters": k, "cg_tol": 0.0, "trust_region": line_search,
+            "line_search": line_search, "curvature_fraction": fraction,
+            "preconditioner": None, "model_momentum": False}
+
+
+def finished(values: list) -> list:
+    """``values`` once computed: JAX returns arrays before the device has computed them,
+    so a timing waits for each (on the device, without a copy to the host)."""
+    for value in values:
+        getattr(value, "block_until_ready", lambda: None)()
+    return values
 
 
 def chained_products(loss, outputs, params, vectors, count: int) -> list:
@@ -249,12 +275,6 @@ def bench_model(model, mode, mode_name, args) -> dict:
                                                  args.batch_size).items():
                 for figure, seconds in measured.items():
                     yardsticks.setdefault(name, {}).setdefault(figure, []).append(seconds)
-    for name in ("G v", "3 G v"):  # the products alone: the forward pass is shared
-        if f"gradient + {name}" in samples:
-            samples[name] = [both - gradient for both, gradient in
-                             zip(samples.pop(f"gradient + {name}"), samples["gradient"])]
-            compile_s[name] = compile_s.pop(f"gradient + {name}")
-            peak_bytes[name] = peak_bytes.pop(f"gradient + {name}")
     medians = {name: float(np.median(times)) for name, times in samples.items()}
     ratios = {name: float(np.median([t / g for t, g in zip(times, samples["gradient"])]))
               for name, times in samples.items()}

@@ -42,7 +42,7 @@ from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverse
 from sgn_theano.preconditioning.layer_detection import find_layers
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
-from sgn_theano.step_stages import StepInfo, build_step, gauss_newton_direction
+from sgn_theano.step_stages import Rejection, StepInfo, build_step, gauss_newton_direction
 
 __all__ = ["SGN", "SGNConfig", "StepInfo", "gauss_newton_direction", "sgn"]
 
@@ -244,6 +244,9 @@ class SGN:
                                        + self._probe.inputs + weights,
                                        step_outputs.packed(self.dtype), updates=updates,
                                        mode=mode, on_unused_input="ignore")
+        # `step` hands the function checked arrays of the inputs' dtypes; in JAX mode
+        # PyTensor's own input check would copy an array on the device to the host.
+        self._step.trust_input = is_jax_mode(mode)
         self._step_count = int(self.state.step_count.get_value())
         if self._parallel is not None:
             self._parallel.broadcast(self.params)
@@ -269,11 +272,14 @@ class SGN:
 
         Parameters
         ----------
-        *batch : numpy arrays
+        *batch : numpy arrays, or JAX arrays in JAX mode
             One array per element of ``inputs``, in that order, with a common first
             (batch) axis. They are checked (dimensions, dtype, finiteness) before
             anything runs; a bad batch raises :class:`~sgn_theano.errors.SGNInputError`
-            and leaves every state untouched.
+            and leaves every state untouched. Arrays already on a JAX device (a GPU's)
+            stay there: their values are checked for NaN and inf only after a step
+            that found a non-finite loss or gradient, which raises the same error with
+            the state restored.
 
         Returns
         -------
@@ -291,10 +297,26 @@ class SGN:
                      *shard.weights]
         packed = (self._step(*arguments) if self._parallel is None
                   else self._parallel.run(self._step, *arguments))
+        info = StepInfo.from_outputs(np.asarray(packed))  # the step's one device-to-host copy
+        if info.reason == Rejection.NON_FINITE_GRADIENT.reason:
+            self._refuse_non_finite_device_batch(shard.arrays, info)
         self._step_count += 1  # as the compiled step counts: every call that returned
         if self.config.kronecker_factored:
             refresh_factor_inverses(self.state, self.config, self._step_count)
-        return StepInfo.from_outputs(np.asarray(packed))  # the step's one device-to-host copy
+        return info
+
+    def _refuse_non_finite_device_batch(self, arrays: list, info: StepInfo) -> None:
+        """After a step that found a non-finite loss or gradient, raise the error a host
+        array with NaN or inf gets before the step
+        (:func:`~sgn_theano.validation.check_batch`) if an array on a device has one
+        (their values are read only now), with the state as it was: the rejected step
+        kept the parameters and averages, and its damping and step count are undone."""
+        for index, array in enumerate(arrays):
+            if (validation.is_device_array(array) and np.dtype(array.dtype).kind == "f"
+                    and not np.isfinite(np.asarray(array)).all()):
+                self.state.damping.set_value(np.asarray(info.damping, dtype=self.dtype))
+                self.state.step_count.set_value(np.int64(self._step_count))
+                raise SGNInputError(validation.non_finite_message(self.inputs, index))
 
     def warm_up(self, *batch) -> None:
         """Compile the step for batches shaped like ``batch``, before any timed step: one

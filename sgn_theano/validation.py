@@ -23,6 +23,8 @@ from sgn_theano.errors import SGNInputError, SGNInputTypeError
 __all__ = [
     "batched",
     "is_batched",
+    "is_device_array",
+    "non_finite_message",
     "check_batch",
     "check_computed_from",
     "check_float",
@@ -171,35 +173,56 @@ def check_integer(name: str, value, *, low: int) -> int:
     return int(value)
 
 
-def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list[np.ndarray]:
+def is_device_array(value) -> bool:
+    """Whether ``value`` is an array on a JAX device (a ``jax.Array``; told apart without
+    importing JAX), which the checks read without copying it to the host."""
+    return not isinstance(value, np.ndarray) and hasattr(value, "block_until_ready")
+
+
+def non_finite_message(inputs: Sequence[TensorVariable], index: int) -> str:
+    """The error of batch array ``index`` holding NaN or infinite values."""
+    return f"{_batch_label(inputs, index)} contains NaN or infinite values."
+
+
+def _batch_label(inputs: Sequence[TensorVariable], index: int) -> str:
+    variable = inputs[index]
+    return f"batch array {index} ({variable.name or variable.type})"
+
+
+def check_batch(inputs: Sequence[TensorVariable], batch: Sequence) -> list:
     """Convert one mini-batch to arrays matching ``inputs``, or raise before anything runs.
 
     Arrays must match each input's number of dimensions and static shape, have a
     dtype that casts to the input's within the same kind (float to float, integer to
-    integer), share a non-empty first axis, and hold only finite values.
+    integer), share a non-empty first axis, and hold only finite values. An array on a
+    JAX device (:func:`is_device_array`) stays there: its shape and dtype are checked
+    here, its values are not (that would copy it to the host or wait for the device):
+    :class:`sgn_theano.SGN` checks them only after a step that found a non-finite
+    gradient, and then raises the same error with its state restored.
     """
     if len(batch) != len(inputs):
         raise SGNInputError(f"`step` takes {len(inputs)} arrays (one per input: "
                             f"{[variable.name for variable in inputs]}), got {len(batch)}.")
     arrays = []
     for i, (variable, value) in enumerate(zip(inputs, batch)):
-        label = f"batch array {i} ({variable.name or variable.type})"
-        array = np.asarray(value)
+        label = _batch_label(inputs, i)
+        on_device = is_device_array(value)
+        array = value if on_device else np.asarray(value)
         if array.ndim != variable.type.ndim:
             raise SGNInputError(f"{label} has {array.ndim} dimensions, expected "
                                 f"{variable.type.ndim}.")
         for axis, (size, static) in enumerate(zip(array.shape, variable.type.shape)):
             if static is not None and size != static:
                 raise SGNInputError(f"{label} has size {size} on axis {axis}, expected {static}.")
-        if array.dtype != variable.dtype:
-            if array.dtype.kind not in "biuf" or not np.can_cast(
-                array.dtype, variable.dtype, casting="same_kind"
-            ):
-                raise SGNInputTypeError(f"{label} has dtype {array.dtype}, which does not convert "
+        dtype = np.dtype(array.dtype)
+        if dtype != variable.dtype:
+            if dtype.kind not in "biuf" or not np.can_cast(dtype, variable.dtype,
+                                                           casting="same_kind"):
+                raise SGNInputTypeError(f"{label} has dtype {dtype}, which does not convert "
                                         f"safely to the input's {variable.dtype}.")
             array = array.astype(variable.dtype)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise SGNInputError(f"{label} contains NaN or infinite values.")
+        if not on_device and dtype.kind == "f" and not np.isfinite(array).all():
+            raise SGNInputError(non_finite_message(inputs, i))
         arrays.append(array)
     sizes = {array.shape[0] for array in batched(arrays)}
     if len(sizes) > 1:

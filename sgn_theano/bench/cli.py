@@ -53,6 +53,7 @@ from sgn_theano.bench.tasks import (
     build_network,
     load_task,
     metric_of,
+    training_set_on_device,
 )
 from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
 from sgn_theano.data_parallel import DataParallel
@@ -352,7 +353,7 @@ def _main(args, comm) -> int:
     mode_name = args.mode or default_mode_name()
     mode = compile_mode(mode_name)
     try:
-        arrays = load_task(args)
+        arrays = training_set_on_device(load_task(args), mode)
     except (FileNotFoundError, ImportError) as error:
         print(f"sgn-bench: {error}", file=sys.stderr)
         return 2

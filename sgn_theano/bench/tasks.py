@@ -15,12 +15,13 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import data
+from sgn_theano.compilation.modes import is_jax_mode
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.models import lenet5, mlp, vgg_small
 
 __all__ = ["CLASSIFICATION", "GRAPHS", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS",
            "build_model", "build_network", "hand_written_loss", "load_task", "metric_of",
-           "plain_mlp"]
+           "plain_mlp", "training_set_on_device"]
 
 TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
@@ -66,6 +67,18 @@ def load_task(args) -> tuple[np.ndarray, ...]:
     if args.data_dir is None:
         raise FileNotFoundError(f"--task {args.task} needs --data-dir (the folder of its files)")
     return data.load_cifar10(args.data_dir, flatten=True)
+
+
+def training_set_on_device(arrays: tuple, mode) -> tuple:
+    """``(x_train, y_train, x_test, y_test)`` with the training set on JAX's default
+    device in JAX mode, put there once, so that batches are sliced there as a GPU user's
+    loader gives them and no step copies its batch from the host; as they are in other
+    modes. The test set stays on the host (evaluations are not timed)."""
+    if not is_jax_mode(mode):
+        return arrays
+    import jax
+
+    return (*[jax.device_put(array) for array in arrays[:2]], *arrays[2:])
 
 
 def build_network(args, seed: int) -> tuple[list, TensorVariable, TensorVariable, list]:

@@ -29,8 +29,8 @@ except ImportError as missing:  # the harness's dependencies are the `bench` ext
 from sgn_theano.bench.checkpoint import load_checkpoint, save_checkpoint
 from sgn_theano.data import minibatches
 from sgn_theano.data_parallel import DataParallel
-from sgn_theano.compilation.modes import check_mode
-from sgn_theano.validation import set_checked_values
+from sgn_theano.compilation.modes import check_mode, is_jax_mode
+from sgn_theano.validation import check_batch, set_checked_values
 
 #: The progress bar: spent and total budget, in its unit.
 BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}{postfix}]"
@@ -153,13 +153,20 @@ class FirstOrder:
         self._variables = list(updates)
         self._inputs, self._parallel = list(inputs), parallel
         weights = [] if parallel is None else [parallel.weight, parallel.curvature_weight]
+        mode = check_mode(mode)
         self._function = pytensor.function(self._inputs + weights, loss, updates=updates,
-                                           mode=check_mode(mode), on_unused_input="ignore")
+                                           mode=mode, on_unused_input="ignore")
+        # In JAX mode the batch is checked here (`check_batch` leaves a device array on
+        # its device), not by PyTensor's input check, which copies it to the host.
+        self._checked = is_jax_mode(mode)
+        self._function.trust_input = self._checked
         if parallel is not None:
             parallel.broadcast(self._variables)
 
     def step(self, *batch) -> float:
         if self._parallel is None:
+            if self._checked:
+                batch = check_batch(self._inputs, batch)
             return float(self._function(*batch))
         shard = self._parallel.shard(self._inputs, batch)
         return float(self._parallel.run(self._function, *shard.arrays, *shard.weights))
