@@ -69,13 +69,19 @@ LOSSES = {
     "squared error": (squared_error, _hand_squared_error, "real"),
     "binary cross-entropy": (binary_cross_entropy, _hand_binary_cross_entropy, "unit"),
 }
+#: Plain CG, no curvature momentum: the "SGN k=..." builds are SGN's step before K-FAC's
+#: update became the default (2026-12-04), so their figures compare across dates.
+PLAIN_CG = {"preconditioner": None, "model_momentum": False}
 #: build name -> options of SGN, or None for the sgn() updates
 BUILDS = {
-    "SGN k=3": {"max_cg_iters": 3},
-    "SGN k=10": {"max_cg_iters": 10},
-    "SGN k=20": {"max_cg_iters": 20},
-    "SGN k=3 fixed": {"max_cg_iters": 3, "line_search": False, "trust_region": False},
-    "SGN k=20 fixed": {"max_cg_iters": 20, "line_search": False, "trust_region": False},
+    "SGN defaults": {},
+    "SGN k=3": {"max_cg_iters": 3, **PLAIN_CG},
+    "SGN k=10": {"max_cg_iters": 10, **PLAIN_CG},
+    "SGN k=20": {"max_cg_iters": 20, **PLAIN_CG},
+    "SGN k=3 fixed": {"max_cg_iters": 3, "line_search": False, "trust_region": False,
+                      **PLAIN_CG},
+    "SGN k=20 fixed": {"max_cg_iters": 20, "line_search": False, "trust_region": False,
+                       **PLAIN_CG},
     "sgn() k=3": None,
 }
 #: The reference build: the loss and its gradient, compiled in the same mode.
@@ -142,7 +148,7 @@ def cases(quick: bool, depths: list[int] | None = None, lenet: bool = True,
           width: int = WIDTH, builds: list[str] | None = None) -> list[tuple[tuple, str]]:
     """((model, depth, width, activation, loss), build) for every pair of measurements;
     ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5; ``builds``
-    replace the default grid of builds on the MLPs by these builds on every MLP case."""
+    replace the default grid of builds by these builds on every MLP case and LeNet-5."""
     depths = depths or ((1, 3, 5) if quick else (1, 2, 3, 4, 5))
     activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
     loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
@@ -153,7 +159,8 @@ def cases(quick: bool, depths: list[int] | None = None, lenet: bool = True,
         grid += [(("mlp", 3, width, activation, loss_name), build)
                  for activation in ("tanh", "relu h*(h>0)") for loss_name in LOSSES
                  for build in BUILDS if build != "SGN k=3"]
-    lenet_builds = ("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed", "sgn() k=3")
+    lenet_builds = builds or (("SGN k=3",) if quick else ("SGN k=3", "SGN k=3 fixed",
+                                                         "sgn() k=3"))
     if lenet:
         grid += [(("lenet5", 0, 0, "relu", "softmax cross-entropy"), build)
                  for build in lenet_builds]

@@ -27,7 +27,7 @@ x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
 logits, params = mlp(x, [784, 128, 10], activation="relu")
 loss = softmax_cross_entropy(logits, y)
 
-optimizer = SGN(loss, params, logits, [x, y], max_cg_iters=3, mode=mode)
+optimizer = SGN(loss, params, logits, [x, y], mode=mode)  # the defaults: K-FAC, see SGNConfig
 batches = minibatches((x_train, y_train), args.batch_size)
 for step in range(1, args.steps + 1):
     xb, yb = next(batches)
