@@ -19,11 +19,14 @@ from sgn_theano.compilation.modes import compile_mode
     "C", pytest.param("NUMBA", marks=pytest.mark.slow),  # NUMBA's JIT of a step: minutes
     pytest.param("JAX", marks=NEEDS_JAX)])
 def test_exact_step_in_each_backend(mode_name):
+    # Plain CG in a loop (60 iterations: a scan, or JAX's while loop) against the dense
+    # solve. (With K-FAC inside a looped CG, PyTensor 2.38's JAX backend cannot trace the
+    # loop's buffers: docs, "Compile modes"; the default, one PCG iteration, is unrolled.)
     (loss, outputs, params, inputs), batch, direction = exact_direction()
     before = flatten(p.get_value() for p in params)
     optimizer = SGN(loss, params, outputs, inputs, max_cg_iters=60, cg_tol=0.0,
                     curvature_fraction=1.0, damping=DAMPING, trust_region=False, line_search=False,
-                    mode=compile_mode(mode_name))
+                    preconditioner=None, model_momentum=False, mode=compile_mode(mode_name))
     assert optimizer.step(*batch).accepted
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before, direction,
                                rtol=1e-7, atol=1e-10)
@@ -33,7 +36,8 @@ def test_exact_step_in_each_backend(mode_name):
         p.set_value(value)
     sub_batch_direction = exact_direction(rows=3)[2]
     optimizer = SGN(loss, params, outputs, inputs, momentum=0.5, curvature_fraction=0.6,
-                    max_cg_iters=60, cg_tol=0.0, damping=DAMPING, mode=compile_mode(mode_name))
+                    max_cg_iters=60, cg_tol=0.0, damping=DAMPING, preconditioner=None,
+                    model_momentum=False, mode=compile_mode(mode_name))
     info = optimizer.step(*batch)
     assert info.accepted and np.isfinite(info.ratio) and info.loss_after < info.loss
     np.testing.assert_allclose(flatten(p.get_value() for p in params) - before,
