@@ -220,9 +220,9 @@ def test_cli_in_jax_mode_compiles_before_the_clock(tmp_path):
     """In JAX mode a step compiles at its first call; ``sgn-bench`` takes that call in an
     untimed warm-up, so the first timed step costs about what the others do: Adam's
     median step, and SGN's steps that refresh K-FAC's inverses as the first one does
-    (every tenth, on the host: 785 x 785 for this network's first layer), with 50 ms to
-    spare for the host's first LAPACK calls (the first refreshes take up to twice the
-    later ones). The JIT compile this catches costs seconds."""
+    (every tenth, on the host: 785 x 785 for this network's first layer), with 0.5 s to
+    spare for a loaded machine (the host's first LAPACK calls take up to twice the later
+    ones, and CI runs two test processes). The JIT compile this catches costs 1-3 s."""
     data_dir = write_mnist_like(str(tmp_path / "mnist"), train=400, test=100)
     output = tmp_path / "jax.json"
     assert main(["--task", "mnist", "--data-dir", data_dir, "--sizes", "784-64-10",
@@ -232,7 +232,7 @@ def test_cli_in_jax_mode_compiles_before_the_clock(tmp_path):
     for run in json.loads(output.read_text())["runs"]:
         seconds = np.diff([0.0, *run["step_times"]])
         alike = seconds[10::10] if run["optimizer"] == "SGN defaults" else seconds[1:]
-        assert run["steps"] >= 21 and seconds[0] <= 3 * np.median(alike) + 0.05, (
+        assert run["steps"] >= 21 and seconds[0] <= 3 * np.median(alike) + 0.5, (
             run["optimizer"], seconds[:5], np.median(alike))
 
 
