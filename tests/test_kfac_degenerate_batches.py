@@ -17,8 +17,9 @@ ROWS, FEATURES, HIDDEN, CLASSES = 20, 6, 5, 3
 STEPS = 12  # the inverses are refreshed after steps 1 and 11 (interval 10)
 
 
-def relu_classifier(dead_hidden_units: bool = False):
-    """An MLP 6-5-3 relu with the library's loss, and a default SGN on it. With
+def relu_classifier(dead_hidden_units: bool = False, hand_written_loss: bool = False):
+    """An MLP 6-5-3 relu with the library's loss (or the same loss written by hand, whose
+    output factor K-FAC estimates in two passes), and a default SGN on it. With
     ``dead_hidden_units`` the hidden layer's bias is so negative that every hidden unit
     is zero on every row: the second layer's inputs are all zero."""
     x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
@@ -26,7 +27,8 @@ def relu_classifier(dead_hidden_units: bool = False):
                          dtype="float64")
     if dead_hidden_units:
         params[1].set_value(np.full(HIDDEN, -1e3))
-    loss = softmax_cross_entropy(logits, y)
+    loss = (-pt.mean(pt.special.log_softmax(logits, axis=1)[pt.arange(y.shape[0]), y])
+            if hand_written_loss else softmax_cross_entropy(logits, y))
     optimizer = SGN(loss, params, logits, [x, y], curvature_fraction=0.5, mode=TEST_MODE)
     return optimizer, params
 
@@ -67,9 +69,10 @@ def assert_steps_follow_the_rules(optimizer, params, kind: str) -> list:
     return infos
 
 
+@pytest.mark.parametrize("hand_written_loss", [False, True], ids=["library", "hand-written"])
 @pytest.mark.parametrize("kind", ["one class", "constant inputs", "zero inputs"])
-def test_kfac_steps_on_degenerate_batches(kind):
-    optimizer, params = relu_classifier()
+def test_kfac_steps_on_degenerate_batches(kind, hand_written_loss):
+    optimizer, params = relu_classifier(hand_written_loss=hand_written_loss)
     infos = assert_steps_follow_the_rules(optimizer, params, kind)
     if kind == "one class":  # a learnable batch: the loss of the one class goes down
         assert sum(info.accepted for info in infos) >= STEPS // 2

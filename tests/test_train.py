@@ -26,6 +26,8 @@ from sgn_theano.bench.paper import (
 )
 from sgn_theano.bench.plots import line_styles, smoothed
 from sgn_theano.bench.table import record_markdown
+from sgn_theano.bench.tasks import training_set_on_device
+from sgn_theano.compilation.modes import compile_mode
 from sgn_theano.models import mlp
 from sgn_theano.bench import train as train_module
 from sgn_theano.bench.round_robin import train_round_robin
@@ -213,6 +215,19 @@ def test_cli_grid_seeds_json_and_plots(tmp_path, capsys):
     for line in printed:
         assert "| " + " | ".join(cell.strip() for cell in line.split(" | ")) + " |" in markdown
     assert "`sgn-bench --task mnist" in markdown and "seeds [0, 1]" in markdown
+
+
+@NEEDS_JAX
+def test_the_training_set_goes_to_the_device_in_jax_mode_only():
+    import jax
+
+    arrays = tuple(np.arange(6.0).reshape(3, 2) + k for k in range(4))
+    moved = training_set_on_device(arrays, compile_mode("JAX"))
+    assert all(isinstance(array, jax.Array) for array in moved[:2])
+    assert all(isinstance(array, np.ndarray) for array in moved[2:])  # evaluation: host
+    for array, original in zip(moved, arrays):
+        np.testing.assert_array_equal(np.asarray(array), original)
+    assert training_set_on_device(arrays, compile_mode("C")) is arrays
 
 
 @NEEDS_JAX
