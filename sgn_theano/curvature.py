@@ -34,7 +34,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedInputError, NullTypeGradError
 from pytensor.graph.basic import Variable
-from pytensor.graph.replace import clone_replace
+from pytensor.graph.replace import clone_replace, graph_replace
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.compat import pullback, pushforward
@@ -372,12 +372,22 @@ def curvature_batch(
 
 def _on_rows(closed_form: Callable, outputs: TensorVariable, sub_outputs: TensorVariable
              ) -> Callable[[TensorVariable], TensorVariable]:
-    """``closed_form`` (a function of ``outputs``) rebuilt on ``sub_outputs``."""
+    """``closed_form`` (a function of ``outputs``) rebuilt on ``sub_outputs``.
+
+    The closed form is rebuilt once per type of ``u``, on a stand-in for ``u``, and
+    ``u`` is then put in place of the stand-in without copying the graph behind it.
+    That graph may hold ``outputs`` too (a CG direction made from the whole batch's
+    gradient), which must stay; and it holds every earlier CG iteration, so a copy per
+    product would grow the step's graph geometrically with the iterations (and a
+    ``scan`` in it with them: gigabytes at three iterations of a recurrent network).
+    """
+    rebuilt: dict = {}
+
     def on_rows(u):
-        # Built on a stand-in for `u`: the graph behind `u` may hold `outputs` too (a CG
-        # direction made from the whole batch's gradient), which must stay.
-        stand_in = u.type()
-        return clone_replace(closed_form(stand_in), replace={outputs: sub_outputs,
-                                                             stand_in: u},
-                             rebuild_strict=False)
+        if u.type not in rebuilt:
+            stand_in = u.type()
+            rebuilt[u.type] = stand_in, clone_replace(
+                closed_form(stand_in), replace={outputs: sub_outputs}, rebuild_strict=False)
+        stand_in, product = rebuilt[u.type]
+        return graph_replace(product, replace={stand_in: u}, strict=False)
     return on_rows

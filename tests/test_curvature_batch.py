@@ -7,6 +7,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.traversal import ancestors, applys_between
 from hypothesis import given
 from hypothesis import strategies as st
 from test_cg import reference_cg
@@ -16,7 +17,13 @@ from helpers import TEST_MODE, build_problem, dense_gauss_newton, flatten, make_
 from sgn_theano import SGN, SGNConfig, sgn
 from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.cg import UNROLLED_MAX_ITERS
-from sgn_theano.curvature import curvature_batch, curvature_rows, first_rows
+from sgn_theano.curvature import (
+    HESSIAN_PRODUCT_TAG,
+    HESSIAN_ROOT_TAG,
+    curvature_batch,
+    curvature_rows,
+    first_rows,
+)
 from sgn_theano.models import cnn, mlp
 
 BATCH = 10
@@ -171,6 +178,31 @@ def test_sub_batch_graph_is_the_loss_of_the_first_rows():
     assert curvature_batch(loss, outputs, {}) == (loss, outputs)
     with pytest.raises(ValueError, match="`curvature_fraction`"):
         sgn(loss, params, outputs, curvature_fraction=-0.5)
+
+
+def test_closed_forms_on_the_rows_take_their_vector_as_it_is():
+    """The rows' closed-form Hessian product and root put the vector itself in their
+    graph, not a copy of the graph behind it: in CG that graph holds every earlier
+    iteration, and a copy per product grew a recurrent network's step to gigabytes."""
+    loss, outputs, params, (x, y) = build_problem("softmax_cross_entropy", "tanh", "float64",
+                                                  sizes=SIZES)
+    sub_loss, sub_outputs = curvature_batch(loss, outputs, first_rows([x, y], 0.3))
+    # a vector with a graph of its own: one arctan, which the network does not use
+    direction = pt.arctan(pt.dot(x[:3], params[0]))[:, :SIZES[-1]]
+    for name in (HESSIAN_PRODUCT_TAG, HESSIAN_ROOT_TAG):
+        product = getattr(sub_loss.tag, name)[1](direction)
+        assert direction in ancestors([product]), name
+        assert sum(node.op == pt.arctan(x).owner.op for node in applys_between([x], [product])
+                   ) == 1, name
+    batch = make_batch("softmax_cross_entropy", "float64", batch=BATCH, features=SIZES[0],
+                       classes=SIZES[-1])
+    u = np.random.default_rng(0).standard_normal((3, SIZES[-1]))
+    stand_in = pt.matrix("u", dtype="float64")
+    rows_form, whole_form = (pytensor.function([x, y, stand_in], [
+        getattr(tagged.tag, HESSIAN_PRODUCT_TAG)[1](stand_in)], mode=TEST_MODE,
+        on_unused_input="ignore") for tagged in (sub_loss, loss))
+    np.testing.assert_allclose(rows_form(*batch, u)[0],
+                               whole_form(*[array[:3] for array in batch], u)[0], rtol=1e-12)
 
 
 @given(st.integers(1, 100_000), st.data())
