@@ -61,6 +61,7 @@ __all__ = [
     "loss_hessian_operator",
     "loss_hessian_product",
     "loss_hessian_root",
+    "retagged",
     "vector_jacobian_product",
 ]
 
@@ -361,17 +362,25 @@ def curvature_batch(
     # by rows of another length (a strict rebuild would assert the old static shape).
     sub_loss, sub_outputs = clone_replace([loss, outputs], replace=dict(rows),
                                           rebuild_strict=False)
+    return retagged(loss, outputs, sub_loss, sub_outputs)
+
+
+def retagged(loss: TensorVariable, outputs: TensorVariable, new_loss: TensorVariable,
+             new_outputs: TensorVariable) -> tuple[TensorVariable, TensorVariable]:
+    """``(new_loss, new_outputs)``, a rebuild of ``loss`` and ``outputs`` (on other rows,
+    other loops), with the closed forms recorded on ``loss`` for ``outputs``
+    (:data:`HESSIAN_PRODUCT_TAG`, :data:`HESSIAN_ROOT_TAG`) recorded on ``new_loss`` for
+    ``new_outputs``: a closed form is a function of the outputs alone."""
     for tag in (HESSIAN_PRODUCT_TAG, HESSIAN_ROOT_TAG):
         recorded = getattr(loss.tag, tag, None)
         if recorded is not None and recorded[0] is outputs:
-            # A closed form is a function of the outputs alone: rebuilt on the rows'.
-            setattr(sub_loss.tag, tag, (sub_outputs, _on_rows(recorded[1], outputs,
-                                                              sub_outputs)))
-    return sub_loss, sub_outputs
+            setattr(new_loss.tag, tag, (new_outputs, _rebuilt_on(recorded[1], outputs,
+                                                                 new_outputs)))
+    return new_loss, new_outputs
 
 
-def _on_rows(closed_form: Callable, outputs: TensorVariable, sub_outputs: TensorVariable
-             ) -> Callable[[TensorVariable], TensorVariable]:
+def _rebuilt_on(closed_form: Callable, outputs: TensorVariable, sub_outputs: TensorVariable
+                ) -> Callable[[TensorVariable], TensorVariable]:
     """``closed_form`` (a function of ``outputs``) rebuilt on ``sub_outputs``.
 
     The closed form is rebuilt once per type of ``u``, on a stand-in for ``u``, and

@@ -40,6 +40,7 @@ from sgn_theano.errors import SGNInputError
 from sgn_theano.preconditioning.host_probe import HostProbe
 from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
 from sgn_theano.preconditioning.layer_detection import find_layers
+from sgn_theano.preconditioning.loop_layers import layers_in_loops
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.step_stages import Rejection, StepInfo, build_step, gauss_newton_direction
@@ -223,11 +224,14 @@ class SGN:
                                 "mode has no MPI op in this library (mpi4jax is not supported "
                                 "yet).")
         curvature = self._curvature_batch(loss, outputs)
-        #: K-FAC's layers (:func:`sgn_theano.preconditioning.layer_detection.find_layers`),
-        #: with ``preconditioner="kfac"``; :meth:`LayerMap.describe` says which parameter
-        #: got which block.
-        self.layers = (find_layers(curvature[1], params) if self.config.kronecker_factored
-                       else None)
+        #: K-FAC's layers (:func:`sgn_theano.preconditioning.layer_detection.find_layers`,
+        #: and inside ``scan`` loops :func:`sgn_theano.preconditioning.loop_layers.
+        #: layers_in_loops`), with ``preconditioner="kfac"``; :meth:`LayerMap.describe`
+        #: says which parameter got which block.
+        self.layers = None
+        if self.config.kronecker_factored:
+            curvature, in_loops = layers_in_loops(*curvature, params)
+            self.layers = find_layers(curvature[1], params, in_loops)
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
         self.state = SGNState.create(params, self.config, self.dtype, self.layers)
         self._probe = HostProbe(self.config, outputs, params, self.inputs, self.dtype)

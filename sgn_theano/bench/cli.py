@@ -48,6 +48,7 @@ from sgn_theano.bench.tasks import (
     CLASSIFICATION,
     GRAPHS,
     MODELS,
+    RNN_SIZES,
     TASK_DEFAULTS,
     TASKS,
     build_network,
@@ -135,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None,
                         help=f"data folder (fashion-mnist default: {data.FASHION_MNIST_DIR})")
     parser.add_argument("--model", choices=MODELS, default="mlp",
-                        help="mlp (--sizes), lenet5 (28x28 images) or vgg (CIFAR-10)")
+                        help="mlp (--sizes), rnn (a scan over image rows; --sizes row-hidden-"
+                        "classes, default 28-128-10), lenet5 (28x28 images) or vgg (CIFAR-10)")
     parser.add_argument("--sizes", default=None,
-                        help="MLP widths, input to output (default: per task)")
+                        help="MLP widths, input to output (default: per task); for "
+                        "--model rnn: row length, hidden units, classes")
     parser.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=None,
                         help="hidden activation (default: relu; tanh for regression, "
                         "sigmoid for the autoencoder)")
@@ -293,7 +296,7 @@ def run_settings(arrays, args, mode, marks, comm=None) -> Iterator[tuple[tuple, 
 
 def _apply_defaults(args) -> None:
     sizes, activation, batch = TASK_DEFAULTS[args.task]
-    args.sizes = args.sizes or sizes
+    args.sizes = args.sizes or (RNN_SIZES if args.model == "rnn" else sizes)
     args.activation = args.activation or activation
     if args.quick:
         args.time_budget, args.checkpoints = QUICK_SECONDS, "5,10"
@@ -361,7 +364,8 @@ def _main(args, comm) -> int:
     budget = args.epochs if args.epochs is not None else args.time_budget
     marks = sorted({float(mark) for mark in args.checkpoints.split(",") if mark.strip()
                     and 0 < float(mark) < budget} | {budget})
-    model = f"MLP {args.sizes}" if args.model == "mlp" else args.model
+    model = (f"{args.model.upper()} {args.sizes}" if args.model in ("mlp", "rnn")
+             else args.model)
     unit = "epochs" if args.epochs is not None else "s"
     print(f"sgn-bench: {args.task}, {model} {args.activation}, batch "
           f"{', '.join(map(str, batch_sizes))}, {budget:g} {unit} per run, seeds {args.seeds}, "
@@ -436,7 +440,7 @@ def write_record(study: Study, args, mode_name: str, marks: Sequence[float],
             unit = "ep" if args.epochs is not None else "s"
             paths.append(plot_batch_study(
                 best, marks, record["config"]["metric"], unit, f"{prefix}-batch-sizes.png",
-                title=f"{args.task}, {args.model} {args.sizes if args.model == 'mlp' else ''}"
+                title=f"{args.task}, {args.model} {args.sizes if args.model in ('mlp', 'rnn') else ''}"
                 f", seeds {args.seeds}: equal wall-clock budgets"))
     except ImportError:
         print("sgn-bench: matplotlib is not installed, so no plots "

@@ -4,7 +4,9 @@ Two kinds of graph (``--graph``): the library's (:mod:`sgn_theano.models` and
 :mod:`sgn_theano.losses`), or what a user writes by hand: an MLP in plain PyTensor
 (``pt.maximum(h, 0)``, ``pt.tanh``, ``pt.sigmoid``) and the loss written out
 (``-mean(log_softmax(z)[arange(n), y])``, ``mean((z - y)**2)``, the pixels' binary
-cross-entropy from ``softplus``); LeNet-5 and VGG are the library's in both.
+cross-entropy from ``softplus``); LeNet-5 and VGG are the library's in both, and the
+recurrent network over image rows (``--model rnn``) is a ``scan`` written in plain
+PyTensor in both.
 """
 
 from __future__ import annotations
@@ -15,19 +17,24 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import data
+from sgn_theano.compat import scan_outputs
 from sgn_theano.compilation.modes import is_jax_mode
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.models import lenet5, mlp, vgg_small
 
-__all__ = ["CLASSIFICATION", "GRAPHS", "MODELS", "RECONSTRUCTION", "TASKS", "TASK_DEFAULTS",
+__all__ = ["CLASSIFICATION", "GRAPHS", "MODELS", "RECONSTRUCTION", "RNN_SIZES", "TASKS",
+           "TASK_DEFAULTS",
            "build_model", "build_network", "hand_written_loss", "load_task", "metric_of",
-           "plain_mlp", "training_set_on_device"]
+           "plain_mlp", "plain_rnn", "training_set_on_device"]
 
 TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
 #: Tasks whose targets are the inputs, scored by binary cross-entropy on the pixels.
 RECONSTRUCTION = ("autoencoder",)
-MODELS = ("mlp", "lenet5", "vgg")
+MODELS = ("mlp", "rnn", "lenet5", "vgg")
+#: ``--sizes`` of the RNN: the length of an image row (one step), the hidden units and
+#: the classes.
+RNN_SIZES = "28-128-10"
 #: ``--graph``: the library's models and losses, or plain PyTensor written by hand.
 GRAPHS = ("library", "plain")
 #: The hidden activations of :func:`plain_mlp`, as a user writes them.
@@ -121,8 +128,35 @@ def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int) -> tuple[Ten
     return h, params
 
 
+def plain_rnn(x: TensorVariable, sizes, activation: str, seed: int
+              ) -> tuple[TensorVariable, list]:
+    """A recurrent network in plain PyTensor over the rows of each image, read out from
+    its last state: :math:`h_t = \phi(x_t W + h_{t-1} U + b)`, :math:`z = h_T V + c`,
+    written with ``scan`` (the weights in the step's closure), ``sizes`` = (row length,
+    hidden units, classes); :math:`W, V \sim \mathcal N(0, 1 / n_{in})`, :math:`U` a
+    random orthogonal matrix: ``(outputs, params)``."""
+    rng = np.random.default_rng(seed)
+    row, hidden, classes = sizes
+
+    def shared(value, name):
+        return pytensor.shared(np.asarray(value, dtype=x.dtype), name=name)
+    w = shared(rng.normal(size=(row, hidden)) / np.sqrt(row), "W")
+    u = shared(np.linalg.qr(rng.normal(size=(hidden, hidden)))[0], "U")
+    b = shared(np.zeros(hidden), "b")
+    v = shared(rng.normal(size=(hidden, classes)) / np.sqrt(hidden), "V")
+    c = shared(np.zeros(classes), "c")
+    activation_of = PLAIN_ACTIVATIONS[activation]
+    rows = x.reshape((x.shape[0], -1, row)).dimshuffle(1, 0, 2)  # (steps, batch, row)
+    states = scan_outputs(lambda x_t, h: activation_of(x_t @ w + h @ u + b), sequences=[rows],
+                          outputs_info=[pt.zeros((x.shape[0], hidden), dtype=x.dtype)])
+    return states[-1] @ v + c, [w, u, b, v, c]
+
+
 def build_model(args, x, seed: int):
     """Logits (or regression outputs) and parameters of the chosen model."""
+    if args.model == "rnn":
+        return plain_rnn(x, [int(size) for size in args.sizes.split("-")], args.activation,
+                         seed)
     if args.model == "lenet5":
         return lenet5(x, activation=args.activation, seed=seed)
     if args.model == "vgg":

@@ -35,7 +35,8 @@ from pytensor.tensor.shape import Reshape, Shape, Shape_i
 from pytensor.tensor.variable import TensorVariable
 from pytensor.scalar import Add
 
-__all__ = ["KroneckerLayer", "LayerMap", "find_layers"]
+__all__ = ["KroneckerLayer", "LayerMap", "bias_of", "find_layers", "graph_clients", "only_client",
+           "product_of"]
 
 #: How a weight is viewed as the ``(d_in, d_out)`` matrix of its product.
 View = Literal["plain", "transposed", "reshaped"]
@@ -51,6 +52,7 @@ class KroneckerLayer:
     preactivations: TensorVariable  # a @ view(W) in the graph, shape (..., d_out), before b
     view: View  # W itself, W.T, or W reshaped to (prod(shape[:-1]), shape[-1])
     shape: tuple[int, int]  # (d_in, d_out)
+    in_loop: bool = False  # used at every step of a scan: rows of every step (loop_layers)
 
     @property
     def factor_shapes(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -92,13 +94,15 @@ class LayerMap:
             for number, layer in enumerate(self.layers):
                 if param is layer.weight or param is layer.bias:
                     role = "weight" if param is layer.weight else "bias"
+                    shared = ", shared across the steps of a scan" if layer.in_loop else ""
                     block = (f"Kronecker layer {number} ({role}; d_in={layer.shape[0]}, "
-                             f"d_out={layer.shape[1]}, view={layer.view})")
+                             f"d_out={layer.shape[1]}, view={layer.view}{shared})")
             lines.append(f"{name}: {block}")
         return lines
 
 
-def find_layers(outputs: TensorVariable, params: Sequence[Variable]) -> LayerMap:
+def find_layers(outputs: TensorVariable, params: Sequence[Variable],
+                found: Sequence[KroneckerLayer] = ()) -> LayerMap:
     """The dense and im2col layers of ``outputs``' graph, by their parameters.
 
     Parameters
@@ -108,6 +112,10 @@ def find_layers(outputs: TensorVariable, params: Sequence[Variable]) -> LayerMap
     params : list of shared variables
         The parameters; a weight must be a shared variable with a value, so that its
         shape is known.
+    found : list of KroneckerLayer
+        Layers found already (inside loops:
+        :func:`sgn_theano.preconditioning.loop_layers.layers_in_loops`); their
+        parameters are theirs.
 
     Returns
     -------
@@ -115,25 +123,32 @@ def find_layers(outputs: TensorVariable, params: Sequence[Variable]) -> LayerMap
         One :class:`KroneckerLayer` per weight used once in a matrix product (in
         ``params`` order), and every other parameter as a diagonal block.
     """
-    clients = _clients(outputs)
-    layers, claimed = [], set()
+    clients = graph_clients([outputs])
+    shapes = {param: tuple(param.get_value(borrow=True).shape) for param in params
+              if hasattr(param, "get_value")}
+    layers = list(found)
+    claimed = {param for layer in found for param in (layer.weight, layer.bias)
+               if param is not None}
     for param in params:
-        layer = _dense_use(param, clients)
+        layer = product_of(param, shapes.get(param), clients) if param not in claimed else None
         if layer is None:
             continue
-        bias = _bias_of(layer.preactivations, layer.shape[1], clients, params)
-        if bias is not None and bias not in claimed:
+        bias = bias_of(layer.preactivations, layer.shape[1], clients,
+                       {p: shape for p, shape in shapes.items() if p not in claimed})
+        if bias is not None:
             layer = dataclasses.replace(layer, bias=bias)
             claimed.add(bias)
         layers.append(layer)
         claimed.add(param)
+    order = [id(param) for param in params]
+    layers.sort(key=lambda layer: order.index(id(layer.weight)))
     return LayerMap(layers, [param for param in params if param not in claimed])
 
 
-def _clients(outputs: TensorVariable) -> dict[Variable, list[tuple[Apply, int]]]:
+def graph_clients(outputs: Sequence[Variable]) -> dict[Variable, list[tuple[Apply, int]]]:
     """``{variable: [(node, input index), ...]}`` over the graph of ``outputs``."""
     clients: dict[Variable, list[tuple[Apply, int]]] = {}
-    stack, seen = [outputs], set()
+    stack, seen = list(outputs), set()
     while stack:
         variable = stack.pop()
         node = variable.owner
@@ -146,7 +161,7 @@ def _clients(outputs: TensorVariable) -> dict[Variable, list[tuple[Apply, int]]]
     return clients
 
 
-def _only_client(variable: Variable, clients) -> tuple[Apply, int] | None:
+def only_client(variable: Variable, clients) -> tuple[Apply, int] | None:
     """The one node that uses ``variable``'s values (reading its shape is no use)."""
     uses = [use for use in clients.get(variable, [])
             if not isinstance(use[0].op, (Shape, Shape_i))]
@@ -158,25 +173,23 @@ def _is_product(node: Apply) -> bool:
     return isinstance(op, Dot) or isinstance(op, Blockwise) and isinstance(op.core_op, Dot)
 
 
-def _dense_use(param: Variable, clients) -> KroneckerLayer | None:
-    """The product ``a @ view(param)`` that is the parameter's only use, if any."""
-    if not hasattr(param, "get_value"):
+def product_of(param: Variable, shape: tuple | None, clients) -> KroneckerLayer | None:
+    """The product ``a @ view(param)`` that is the only use of ``param`` (a weight of
+    ``shape``; ``None``: not a weight), if any."""
+    if shape is None or len(shape) < 2:
         return None
-    shape = tuple(param.get_value(borrow=True).shape)
-    if len(shape) < 2:
-        return None
-    use = _only_client(param, clients)
+    use = only_client(param, clients)
     view: View = "plain"
     if use is not None and isinstance(use[0].op, Reshape) and len(shape) > 2:
         target = _constant_shape(use[0].inputs[1])
         reshaped = (math.prod(shape[:-1]), shape[-1])
         if target is None or tuple(np.where(target == -1, reshaped, target)) != reshaped:
             return None
-        view, use = "reshaped", _only_client(use[0].outputs[0], clients)
+        view, use = "reshaped", only_client(use[0].outputs[0], clients)
     elif use is not None and isinstance(use[0].op, DimShuffle) and len(shape) == 2:
         if tuple(use[0].op.new_order) != (1, 0):
             return None
-        view, use = "transposed", _only_client(use[0].outputs[0], clients)
+        view, use = "transposed", only_client(use[0].outputs[0], clients)
     if use is None or not _is_product(use[0]) or use[1] != 1 or len(shape) > 2 and view == "plain":
         return None
     node = use[0]
@@ -202,24 +215,30 @@ def _constant_shape(shape: Variable) -> np.ndarray | None:
         return None
 
 
-def _bias_of(product: TensorVariable, width: int, clients, params) -> Variable | None:
-    """The parameter ``b`` of shape ``(width,)`` added, broadcast over every leading axis,
-    to ``product`` or to a reshape of it, where that addition is the product's only
-    use and ``b``'s only use."""
-    use = _only_client(product, clients)
+def bias_of(product: TensorVariable, width: int, clients, shapes: dict) -> Variable | None:
+    """A variable ``b`` of ``shapes`` (``{variable: shape}``, the candidates), of shape
+    ``(width,)``, added broadcast over every leading axis to ``product`` or to a reshape
+    of it, alone or in a chain of sums (``x W + h U + b``) that is the product's only
+    use; ``b`` is used there only."""
+    use = only_client(product, clients)
     if use is not None and isinstance(use[0].op, Reshape):
-        use = _only_client(use[0].outputs[0], clients)
-    if use is None or not (isinstance(use[0].op, Elemwise)
-                           and isinstance(use[0].op.scalar_op, Add)) or len(use[0].inputs) != 2:
-        return None
-    other = use[0].inputs[1 - use[1]]
-    node = other.owner
+        use = only_client(use[0].outputs[0], clients)
+    while use is not None and isinstance(use[0].op, Elemwise) and isinstance(
+            use[0].op.scalar_op, Add):
+        node = use[0]
+        for index, other in enumerate(node.inputs):
+            if index != use[1] and _is_broadcast_bias(other, width, clients, shapes):
+                return other.owner.inputs[0]
+        use = only_client(node.outputs[0], clients)
+    return None
+
+
+def _is_broadcast_bias(term: Variable, width: int, clients, shapes: dict) -> bool:
+    """``term`` is ``b`` of ``shapes`` with shape ``(width,)``, broadcast over leading
+    axes by a ``DimShuffle``, and that is ``b``'s only use."""
+    node = term.owner
     if node is None or not isinstance(node.op, DimShuffle):
-        return None
-    order = tuple(node.op.new_order)
-    bias = node.inputs[0]
-    if (order[-1] != 0 or any(axis != "x" for axis in order[:-1])
-            or not any(bias is param for param in params) or _only_client(bias, clients) is None
-            or tuple(bias.get_value(borrow=True).shape) != (width,)):
-        return None
-    return bias
+        return False
+    order, bias = tuple(node.op.new_order), node.inputs[0]
+    return (bool(order) and order[-1] == 0 and all(axis == "x" for axis in order[:-1])
+            and shapes.get(bias) == (width,) and only_client(bias, clients) is not None)
