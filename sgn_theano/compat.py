@@ -4,8 +4,7 @@ them, each difference named once and chosen at import from the installed PyTenso
 PyMC 5.28 pins PyTensor 2.38. PyTensor 3 renamed Theano's ``Rop``/``Lop`` to
 ``pushforward``/``pullback`` (same positional arguments: outputs, parameters, vectors),
 and an op's ``L_op`` to ``pullback`` (same arguments: inputs, outputs, cotangents); it
-added ``isfinite``; its ``scan`` returns its outputs alone when asked
-(``return_updates=False``), where 2.38's returns them with an updates dictionary; and its softmax and log-softmax are symbolic ops with no C code
+added ``isfinite``; and its softmax and log-softmax are symbolic ops with no C code
 (``OpFromGraph``), where 2.38's are C ops. Nothing here changes PyTensor or the user's
 process.
 """
@@ -18,7 +17,7 @@ from pytensor.compile.builders import OpFromGraph
 from pytensor.tensor.special import LogSoftmax, Softmax
 
 __all__ = ["GRAPH_SOFTMAX_OPS", "PYTENSOR_MAJOR", "differentiated_by_pullback", "isfinite",
-           "pullback", "pushforward", "scan_outputs"]
+           "pullback", "pushforward"]
 
 #: The installed PyTensor's major version (2 or 3).
 PYTENSOR_MAJOR = int(pytensor.__version__.split(".")[0])
@@ -34,15 +33,6 @@ else:  # PyTensor 2.x keeps Theano's names
     def isfinite(x):
         """Elementwise: neither NaN nor infinite."""
         return ~(pt.isnan(x) | pt.isinf(x))
-
-def scan_outputs(fn, **arguments):
-    """The outputs of ``pytensor.scan(fn, **arguments)`` (a variable or a list), without
-    the updates dictionary (for loops with no random or shared-variable updates)."""
-    if PYTENSOR_MAJOR >= 3:
-        return pytensor.scan(fn, return_updates=False, **arguments)
-    outputs, _ = pytensor.scan(fn, **arguments)
-    return outputs
-
 
 #: Softmax ops that are inner graphs (``OpFromGraph``) with no C code: PyTensor 3's.
 GRAPH_SOFTMAX_OPS = tuple(op for op in (Softmax, LogSoftmax) if issubclass(op, OpFromGraph))

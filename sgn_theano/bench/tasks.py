@@ -17,7 +17,6 @@ import pytensor.tensor as pt
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano import data
-from sgn_theano.compat import scan_outputs
 from sgn_theano.compilation.modes import is_jax_mode
 from sgn_theano.losses import binary_cross_entropy, softmax_cross_entropy, squared_error
 from sgn_theano.models import lenet5, mlp, vgg_small
@@ -147,8 +146,9 @@ def plain_rnn(x: TensorVariable, sizes, activation: str, seed: int
     c = shared(np.zeros(classes), "c")
     activation_of = PLAIN_ACTIVATIONS[activation]
     rows = x.reshape((x.shape[0], -1, row)).dimshuffle(1, 0, 2)  # (steps, batch, row)
-    states = scan_outputs(lambda x_t, h: activation_of(x_t @ w + h @ u + b), sequences=[rows],
-                          outputs_info=[pt.zeros((x.shape[0], hidden), dtype=x.dtype)])
+    states = pytensor.scan(lambda x_t, h: activation_of(x_t @ w + h @ u + b),
+                           sequences=[rows], return_updates=False,
+                           outputs_info=[pt.zeros((x.shape[0], hidden), dtype=x.dtype)])
     return states[-1] @ v + c, [w, u, b, v, c]
 
 

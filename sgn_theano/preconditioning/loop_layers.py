@@ -31,13 +31,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply, Variable
 from pytensor.graph.replace import clone_replace, graph_replace
 from pytensor.scan.op import Scan
 from pytensor.tensor.variable import TensorVariable
 
-from sgn_theano.compat import scan_outputs
 from sgn_theano.curvature import retagged
 from sgn_theano.preconditioning.layer_detection import (
     KroneckerLayer,
@@ -177,10 +177,10 @@ def _rebuilt(node: Apply, found: list[_InnerLayer]) -> tuple[dict, list[Kronecke
     outputs_info = [dict(initial=outer[:-min(taps)], taps=list(taps)) if taps != (-1,)
                     else outer[0] for outer, taps in zip(outer_states, state_taps)]
     outputs_info += [None] * (info.n_nit_sot + len(found))
-    results = scan_outputs(step, sequences=op.outer_seqs(node.inputs) + zero_sequences,
-                           outputs_info=outputs_info,
-                           non_sequences=op.outer_non_seqs(node.inputs),
-                           n_steps=n_steps, strict=True)
+    results = pytensor.scan(step, sequences=op.outer_seqs(node.inputs) + zero_sequences,
+                            outputs_info=outputs_info,
+                            non_sequences=op.outer_non_seqs(node.inputs),
+                            n_steps=n_steps, strict=True, return_updates=False)
     results = results if isinstance(results, list) else [results]
     new_node = results[-1].owner
     replacements = dict(zip(node.outputs, new_node.outputs))
