@@ -123,6 +123,10 @@ class SGNConfig(Mapping):
     kfac_inverse_interval : int
         Steps between refreshes of K-FAC's damped inverses (computed on the host, with
         the damping of the time; nothing is recompiled), ``>= 1``.
+    kfac_rank : int
+        Rank of the low-rank plus isotropic inverses of factors wider than
+        :data:`~sgn_theano.preconditioning.kronecker_factored.EXACT_INVERSE_LIMIT`
+        (a 2048-unit layer's), ``>= 1``; narrower factors are inverted exactly.
     warm_start : float
         Decay :math:`\\in [0, 1]` applied to the previous accepted direction to start
         CG (Martens uses 0.95); 0 (the default) starts from zero. Off by default: it
@@ -161,13 +165,14 @@ class SGNConfig(Mapping):
     preconditioner_epsilon: float | None = None
     kfac_decay: float = 0.95
     kfac_inverse_interval: int = 10
+    kfac_rank: int = 128
     warm_start: float = 0.0
     model_momentum: bool = True
     curvature_fraction: float = 0.1
 
     def __post_init__(self):
         checked = {name: check_integer(name, getattr(self, name), low=1)
-                   for name in ("max_cg_iters", "kfac_inverse_interval")}
+                   for name in ("max_cg_iters", "kfac_inverse_interval", "kfac_rank")}
         for name, (low, high, low_open, high_open) in FLOAT_RANGES.items():
             checked[name] = check_float(name, getattr(self, name), low=low, high=high,
                                         low_open=low_open, high_open=high_open)

@@ -8,6 +8,7 @@ import numpy as np
 import pytensor
 from pytensor.compile.sharedvalue import SharedVariable
 
+from sgn_theano.preconditioning.kronecker_factored import identity_inverse
 from sgn_theano.preconditioning.layer_detection import LayerMap
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.running_averages import shared_zeros_like
@@ -69,7 +70,7 @@ class SGNState:
             factors=[pytensor.shared(np.zeros(shape, dtype), name="factor") for shape in shapes],
             factor_count=(pytensor.shared(np.int64(0), name="factor_count")
                           if shapes else None),
-            factor_inverses=[pytensor.shared(np.eye(shape[0], dtype=dtype),
+            factor_inverses=[pytensor.shared(identity_inverse(shape[0], config.kfac_rank, dtype),
                                              name="factor_inverse") for shape in shapes],
         )
 

@@ -15,9 +15,12 @@ from sgn_theano import losses
 from sgn_theano.curvature import gauss_newton_product, loss_hessian_operator, loss_hessian_root
 from sgn_theano.models import cnn
 from sgn_theano.preconditioning.kronecker_factored import (
+    EXACT_INVERSE_LIMIT,
     KroneckerPreconditioner,
     damped_inverses,
     factor_statistics,
+    identity_inverse,
+    times_inverse,
 )
 from sgn_theano.preconditioning.layer_detection import find_layers
 
@@ -209,3 +212,38 @@ def test_warm_up_compiles_and_leaves_every_state_array_as_it_was():
     assert optimizer.step_count == 2 and after["config"] == before["config"]
     for role, arrays in before["state"].items():
         assert [a.tobytes() for a in arrays] == [a.tobytes() for a in after["state"][role]], role
+
+
+@pytest.mark.parametrize("spectrum", ["low rank", "flat tail"])
+def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
+    """A factor wider than EXACT_INVERSE_LIMIT: its packed inverse, applied from either
+    side in the graph, equals the dense damped inverse where the approximation is exact
+    (rank at most ``kfac_rank``, or every other eigenvalue equal)."""
+    rng = np.random.default_rng(5)
+    dimension, rank, shift_damping = EXACT_INVERSE_LIMIT + 3, 16, 0.04
+    basis = np.linalg.qr(rng.normal(size=(dimension, rank)))[0]
+    values = np.sort(rng.uniform(10.0, 30.0, size=rank))
+    tail = 0.0 if spectrum == "low rank" else 0.3
+    factor = (basis * (values - tail)) @ basis.T + tail * np.eye(dimension)
+    small = np.diag(rng.uniform(0.5, 2.0, size=3))  # an exact (3, 3) partner factor
+    wide_inverse, small_inverse = damped_inverses(factor, small, shift_damping, rank=rank)
+    assert wide_inverse.shape == (dimension + 1, rank + 1) and small_inverse.shape == (3, 3)
+    # the shift damped_inverses gives the wide factor: pi * sqrt(rho)
+    ratio = np.sqrt((np.trace(factor) / dimension) / (np.trace(small) / 3))
+    dense = np.linalg.inv(factor + ratio * np.sqrt(shift_damping) * np.eye(dimension))
+    packed = pytensor.shared(wide_inverse)
+    left, right = pt.matrix("left"), pt.matrix("right")
+    apply = pytensor.function([left, right], [times_inverse(left, packed, "left"),
+                                              times_inverse(right, packed, "right")],
+                              mode=TEST_MODE)
+    left_value, right_value = rng.normal(size=(dimension, 4)), rng.normal(size=(4, dimension))
+    from_left, from_right = apply(left_value, right_value)
+    # A flat tail's top eigenvectors come from three products with the factor: exact
+    # to about (0.3 / 10)^3 (the range finder's power iterations).
+    tolerance = 1e-9 if spectrum == "low rank" else 1e-3
+    for value, expected in ((from_left, dense @ left_value), (from_right, right_value @ dense)):
+        assert np.linalg.norm(value - expected) <= tolerance * np.linalg.norm(expected)
+    fresh = identity_inverse(dimension, rank, "float64")
+    np.testing.assert_array_equal(
+        pytensor.function([left], times_inverse(left, pytensor.shared(fresh), "left"),
+                          mode=TEST_MODE)(left_value), left_value)

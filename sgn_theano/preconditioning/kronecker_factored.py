@@ -40,7 +40,20 @@ decay ``kfac_decay``), the factors are inverted on the host every
     \\gamma = \\sqrt{\\rho}, \\quad
     \\pi = \\sqrt{\\frac{\\operatorname{tr} A / \\dim A}{\\operatorname{tr} S / \\dim S}},
 
-so each product in CG is two matrix products per layer, and nothing is recompiled.
+so each product in CG is two matrix products per layer, and nothing is recompiled. A
+factor wider than :data:`EXACT_INVERSE_LIMIT` (a 2048-unit layer's) would cost
+:math:`O(d^2 d')` per product and :math:`O(d^3)` per refresh: it gets a low-rank plus
+isotropic inverse instead, from its top ``kfac_rank`` eigenpairs :math:`(\\lambda_i, v_i)`
+(a randomized range finder with power iterations) and the mean :math:`\\sigma` of the
+rest of its spectrum (from the trace),
+
+.. math::
+
+    (F + s I)^{-1} \\approx \\frac{1}{\\sigma + s} I + \\sum_i
+    \\left(\\frac{1}{\\lambda_i + s} - \\frac{1}{\\sigma + s}\\right) v_i v_i^\\top,
+
+exact where :math:`F` has rank ``kfac_rank`` or its other eigenvalues are equal; a
+product then costs :math:`O(d\\, r\\, d')`.
 Parameters outside any layer get a diagonal block (averaged gradient squares,
 :func:`sgn_theano.preconditioning.diagonal.curvature_preconditioner`).
 """
@@ -58,8 +71,16 @@ from pytensor.tensor.variable import TensorVariable
 from sgn_theano.block_layout import Blocks
 from sgn_theano.preconditioning.layer_detection import KroneckerLayer
 
-__all__ = ["KroneckerPreconditioner", "damped_inverses", "factor_statistics",
-           "refresh_factor_inverses"]
+__all__ = ["EXACT_INVERSE_LIMIT", "KroneckerPreconditioner", "damped_inverses",
+           "factor_statistics", "identity_inverse", "refresh_factor_inverses",
+           "times_inverse"]
+
+#: Factors of at most this dimension are inverted exactly; wider ones get a low-rank plus
+#: isotropic inverse (:func:`damped_inverses`). 1024 keeps every factor of the MLPs and
+#: LeNet-5 of the results exact (785 at most).
+EXACT_INVERSE_LIMIT = 1024
+#: Power iterations of the randomized range finder of a wide factor's top eigenpairs.
+POWER_ITERATIONS = 2
 
 
 
@@ -148,7 +169,8 @@ class KroneckerPreconditioner:
             matrix = layer.as_matrix(residual[position[layer.weight]])
             if layer.bias is not None:
                 matrix = pt.concatenate([matrix, residual[position[layer.bias]][None, :]])
-            product = pt.dot(pt.dot(input_inverse, matrix), output_inverse)
+            product = times_inverse(times_inverse(matrix, input_inverse, "left"),
+                                     output_inverse, "right")
             if layer.bias is not None:
                 result[position[layer.bias]] = product[-1]
                 product = product[:-1]
@@ -156,8 +178,38 @@ class KroneckerPreconditioner:
         return result
 
 
+def times_inverse(matrix: TensorVariable, inverse, side: str) -> TensorVariable:
+    """``inverse @ matrix`` (``side="left"``) or ``matrix @ inverse`` (``"right"``) for an
+    inverse as :func:`damped_inverses` stores it: a ``(d, d)`` matrix, or a low-rank
+    plus isotropic one packed as ``(d + 1, r + 1)``: :math:`V` in ``[:d, :r]``, the
+    coefficients :math:`c_i = 1/(\\lambda_i + s) - 1/(\\sigma + s)` in ``[d, :r]`` and
+    :math:`1/(\\sigma + s)` in ``[d, r]``, for :math:`V \\operatorname{diag}(c) V^\\top
+    + I / (\\sigma + s)`."""
+    rows, columns = inverse.get_value(borrow=True).shape
+    if rows == columns:
+        return pt.dot(inverse, matrix) if side == "left" else pt.dot(matrix, inverse)
+    dimension, rank = rows - 1, columns - 1
+    vectors = inverse[:dimension, :rank]
+    coefficients, isotropic = inverse[dimension, :rank], inverse[dimension, rank]
+    if side == "left":
+        return isotropic * matrix + pt.dot(vectors, coefficients[:, None]
+                                           * pt.dot(vectors.T, matrix))
+    return isotropic * matrix + pt.dot(pt.dot(matrix, vectors) * coefficients, vectors.T)
+
+
+def identity_inverse(dimension: int, rank: int, dtype: str) -> np.ndarray:
+    """The identity in the layout :func:`damped_inverses` gives a factor of
+    ``dimension`` (a fresh state's inverse): ``(d, d)``, or packed ``(d + 1, r + 1)``
+    for a factor wider than :data:`EXACT_INVERSE_LIMIT`."""
+    if dimension <= EXACT_INVERSE_LIMIT:
+        return np.eye(dimension, dtype=dtype)
+    packed = np.zeros((dimension + 1, rank + 1), dtype=dtype)
+    packed[dimension, rank] = 1
+    return packed
+
+
 def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
-                    damping: float) -> tuple[np.ndarray, np.ndarray]:
+                    damping: float, rank: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """:math:`(A + \\pi\\gamma I)^{-1}` and :math:`(S + \\gamma/\\pi I)^{-1}`,
     :math:`\\gamma = \\sqrt{\\rho}`, in float64 (the factored Tikhonov damping above).
 
@@ -166,7 +218,9 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     "Performance"). An estimate of :math:`S` with a negative eigenvalue beyond the shift
     (the two-pass estimate of a hand-written loss may have one) makes that fail: its
     eigen-decomposition then clips the negative eigenvalues to zero. A zero trace (a
-    layer no row reached) counts as a unit one, so :math:`\\pi` stays finite.
+    layer no row reached) counts as a unit one, so :math:`\\pi` stays finite. A factor
+    wider than :data:`EXACT_INVERSE_LIMIT` gets the low-rank plus isotropic inverse of
+    rank ``rank`` of the module's docstring, packed as :func:`identity_inverse` says.
     """
     input_factor = np.asarray(input_factor, dtype=np.float64)
     output_factor = np.asarray(output_factor, dtype=np.float64)
@@ -174,14 +228,17 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     output_scale = max(np.trace(output_factor) / len(output_factor), 0.0) or 1.0
     ratio = np.sqrt(input_scale / output_scale)
     gamma = np.sqrt(max(damping, 0.0)) or np.finfo(np.float32).eps
-    return (_damped_inverse(input_factor, ratio * gamma),
-            _damped_inverse(output_factor, gamma / ratio))
+    return (_damped_inverse(input_factor, ratio * gamma, rank),
+            _damped_inverse(output_factor, gamma / ratio, rank))
 
 
-def _damped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
+def _damped_inverse(matrix: np.ndarray, shift: float, rank: int) -> np.ndarray:
     """:math:`(X + s I)^{-1}` of a symmetric :math:`X` by Cholesky where
     :math:`X + s I` is positive definite, else :math:`(X_+ + s I)^{-1}` with
-    :math:`X_+` the :math:`X` whose negative eigenvalues are set to zero."""
+    :math:`X_+` the :math:`X` whose negative eigenvalues are set to zero; low-rank plus
+    isotropic beyond :data:`EXACT_INVERSE_LIMIT`."""
+    if len(matrix) > EXACT_INVERSE_LIMIT:
+        return _low_rank_damped_inverse(matrix, shift, rank)
     damped = matrix + shift * np.eye(len(matrix))
     factor, info = scipy.linalg.lapack.dpotrf(damped, lower=1)
     if info == 0:
@@ -190,6 +247,29 @@ def _damped_inverse(matrix: np.ndarray, shift: float) -> np.ndarray:
         values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
         return (vectors / (np.maximum(values, 0.0) + shift)) @ vectors.T
     return np.tril(inverse) + np.tril(inverse, -1).T
+
+
+def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int) -> np.ndarray:
+    """The packed low-rank plus isotropic :math:`(X + s I)^{-1}` (module docstring): the
+    top ``rank`` eigenpairs of the symmetric :math:`X` by a randomized range finder
+    (Halko, Martinsson and Tropp 2011) with :data:`POWER_ITERATIONS` power iterations
+    and a fixed seed (a resumed run refreshes identically), negative eigenvalues set to
+    zero."""
+    dimension = len(matrix)
+    symmetric = (matrix + matrix.T) / 2
+    probe = np.random.default_rng(dimension).standard_normal((dimension, rank + 8))
+    basis = np.linalg.qr(symmetric @ probe)[0]
+    for _ in range(POWER_ITERATIONS):
+        basis = np.linalg.qr(symmetric @ basis)[0]
+    values, small_vectors = np.linalg.eigh(basis.T @ symmetric @ basis)
+    values, vectors = np.maximum(values[-rank:], 0.0), basis @ small_vectors[:, -rank:]
+    rest = max((np.trace(symmetric) - values.sum()) / max(dimension - rank, 1), 0.0)
+    isotropic = 1.0 / (rest + shift)
+    packed = np.zeros((dimension + 1, rank + 1))
+    packed[:dimension, :rank] = vectors
+    packed[dimension, :rank] = 1.0 / (values + shift) - isotropic
+    packed[dimension, rank] = isotropic
+    return packed
 
 
 def refresh_factor_inverses(state, config, steps: int) -> bool:
@@ -224,7 +304,8 @@ def refresh_factor_inverses(state, config, steps: int) -> bool:
     factors, inverses = state.factors, state.factor_inverses
     for index in range(0, len(factors), 2):
         pair = damped_inverses(factors[index].get_value() / correction,
-                               factors[index + 1].get_value() / correction, damping)
+                               factors[index + 1].get_value() / correction, damping,
+                               config.kfac_rank)
         for inverse, value in zip(inverses[index:index + 2], pair):
             inverse.set_value(value.astype(state.damping.dtype))
     return True
