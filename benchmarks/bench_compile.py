@@ -3,7 +3,9 @@ losses written by hand.
 
 Every case is a network written in plain PyTensor, as a user writes one (an MLP
 784-20-...-20-10 with ``pt.tanh``, ``h * (h > 0)``, ``pt.maximum(h, 0)`` or
-``pt.sigmoid``), or LeNet-5 from :mod:`sgn_theano.models`, and one loss: the
+``pt.sigmoid``; with ``--rnn`` a ``scan`` over the 28 rows of each image, 128 tanh units,
+:func:`sgn_theano.bench.tasks.plain_rnn`), or LeNet-5 from :mod:`sgn_theano.models`,
+and one loss: the
 library's (:mod:`sgn_theano.losses`) or the same loss written by hand. A build is
 the construction of an :class:`~sgn_theano.SGN` (default step: line search + trust
 region; or fixed step) or the compilation of :func:`~sgn_theano.sgn` updates with
@@ -21,6 +23,7 @@ warm cache (the figures the docs report).
 
     python benchmarks/bench_compile.py [--modes C NUMBA] [--quick] [--depths 1 3] [--no-lenet]
                                        [--width 20] [--builds "SGN k=3" ...] [--repeats 3]
+                                       [--rnn] [--no-mlp]
                                        [--output results/bench_compile.json]
 """
 
@@ -39,6 +42,7 @@ from report import write_report
 
 from sgn_theano import SGN, binary_cross_entropy, sgn, softmax_cross_entropy, squared_error
 from sgn_theano.compilation.allocator import reuse_freed_memory
+from sgn_theano.bench.tasks import plain_rnn
 from sgn_theano.models import lenet5
 from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 
@@ -75,9 +79,11 @@ PLAIN_CG = {"preconditioner": None, "model_momentum": False}
 #: build name -> options of SGN, or None for the sgn() updates
 BUILDS = {
     "SGN defaults": {},
+    "SGN k=1": {"max_cg_iters": 1, **PLAIN_CG},
     "SGN k=3": {"max_cg_iters": 3, **PLAIN_CG},
     "SGN k=10": {"max_cg_iters": 10, **PLAIN_CG},
     "SGN k=20": {"max_cg_iters": 20, **PLAIN_CG},
+    "SGN k=50": {"max_cg_iters": 50, **PLAIN_CG},
     "SGN k=3 fixed": {"max_cg_iters": 3, "line_search": False, "trust_region": False,
                       **PLAIN_CG},
     "SGN k=20 fixed": {"max_cg_iters": 20, "line_search": False, "trust_region": False,
@@ -87,6 +93,10 @@ BUILDS = {
 #: The reference build: the loss and its gradient, compiled in the same mode.
 GRADIENT = "loss and gradient"
 WIDTH, CLASSES, BATCH = 20, 10, 8
+RNN_UNITS = 128
+#: The builds of the RNN cases: plain CG written out (k = 1, 3) and looped (50), and the
+#: defaults.
+RNN_BUILDS = ("SGN k=1", "SGN k=3", "SGN k=50", "SGN defaults")
 
 
 def hand_written_mlp(x, depth: int, activation: Callable, rng, width: int = WIDTH):
@@ -112,6 +122,8 @@ def build_case(model: str, depth: int, width: int, activation: str, loss_name: s
     x = pt.matrix("x", dtype="float32")
     if model == "lenet5":
         outputs, params = lenet5(x, seed=0, dtype="float32")
+    elif model == "rnn":
+        outputs, params = plain_rnn(x, (28, RNN_UNITS, CLASSES), activation, seed=0)
     else:
         outputs, params = hand_written_mlp(x, depth, ACTIVATIONS[activation], rng, width)
     library_loss, hand_loss, targets = LOSSES[loss_name]
@@ -145,10 +157,12 @@ def time_build(case: tuple, build: str, mode) -> tuple[float, float]:
 
 
 def cases(quick: bool, depths: list[int] | None = None, lenet: bool = True,
-          width: int = WIDTH, builds: list[str] | None = None) -> list[tuple[tuple, str]]:
+          width: int = WIDTH, builds: list[str] | None = None, rnn: bool = False,
+          mlp: bool = True) -> list[tuple[tuple, str]]:
     """((model, depth, width, activation, loss), build) for every pair of measurements;
     ``depths`` (of the MLPs) default to 1, 3, 5 with ``quick``, else 1 to 5; ``builds``
-    replace the default grid of builds by these builds on every MLP case and LeNet-5."""
+    replace the default grid of builds by these builds on every MLP case and LeNet-5;
+    ``rnn`` adds the RNN with :data:`RNN_BUILDS`; ``mlp=False`` leaves the MLPs out."""
     depths = depths or ((1, 3, 5) if quick else (1, 2, 3, 4, 5))
     activations = ("tanh", "relu h*(h>0)") if quick else tuple(ACTIVATIONS)
     loss_names = ("softmax cross-entropy",) if quick else tuple(LOSSES)
@@ -164,6 +178,11 @@ def cases(quick: bool, depths: list[int] | None = None, lenet: bool = True,
     if lenet:
         grid += [(("lenet5", 0, 0, "relu", "softmax cross-entropy"), build)
                  for build in lenet_builds]
+    if not mlp:
+        grid = [(case, build) for case, build in grid if case[0] != "mlp"]
+    if rnn:
+        grid += [(("rnn", 0, RNN_UNITS, "tanh", "softmax cross-entropy"), build)
+                 for build in RNN_BUILDS]
     return grid
 
 
@@ -189,7 +208,8 @@ def measure_pair(case: tuple, build: str, mode, repeats: int) -> dict[str, dict]
 
 def describe(case: tuple) -> str:
     model, depth, width, activation, loss_name = case
-    network = "LeNet-5" if model == "lenet5" else f"MLP {depth}x{width} {activation}"
+    network = ("LeNet-5" if model == "lenet5" else f"RNN 28-{width}-10 {activation}"
+               if model == "rnn" else f"MLP {depth}x{width} {activation}")
     return f"{network}, {loss_name}"
 
 
@@ -221,12 +241,17 @@ def main() -> None:
                         help="builds to measure on every MLP case (default: a grid)")
     parser.add_argument("--lenet", action=argparse.BooleanOptionalAction, default=True,
                         help="measure LeNet-5 too")
+    parser.add_argument("--rnn", action="store_true",
+                        help="measure the scan RNN too (builds: " + ", ".join(RNN_BUILDS) + ")")
+    parser.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the MLPs")
     parser.add_argument("--repeats", type=int, default=3, help="builds of each case")
     parser.add_argument("--output", default="results/bench_compile.json")
     args = parser.parse_args()
     reuse_freed_memory()  # what a benchmark process wants (docs, "Performance"); not on import
     link_openblas()
-    grid = cases(args.quick, args.depths, args.lenet, args.width, args.builds)
+    grid = cases(args.quick, args.depths, args.lenet, args.width, args.builds, args.rnn,
+                 args.mlp)
     report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "repeats": args.repeats, "modes": {}}
     for mode_name in args.modes or [default_mode_name()]:
