@@ -230,7 +230,8 @@ class SGN:
         #: says which parameter got which block.
         self.layers = None
         if self.config.kronecker_factored:
-            curvature, in_loops = layers_in_loops(*curvature, params)
+            with loops_compiled_in(mode):  # a rebuilt user loop compiles in `mode` too
+                curvature, in_loops = layers_in_loops(*curvature, params)
             self.layers = find_layers(curvature[1], params, in_loops)
         #: The shared variables of the step (:class:`sgn_theano.sgn_state.SGNState`).
         self.state = SGNState.create(params, self.config, self.dtype, self.layers)

@@ -6,15 +6,18 @@ matrix product it enters: :math:`s = a W` with :math:`a` the layer's input rows 
 module reads them off the symbolic graph of ``outputs``, whichever way it was written:
 
 * ``a @ W``, ``pt.dot(a, W)``, ``a @ W.T`` (a transposed weight of shape
-  ``(d_out, d_in)``), then ``+ b`` broadcast over the rows;
+  ``(d_out, d_in)``), then ``+ b`` broadcast over the rows, alone or in a sum of
+  products (``x W + h U + b``: the bias joins the first weight's layer);
 * the library's im2col convolution (:func:`sgn_theano.models.layers.conv2d`): the
   patches ``(B, H', W', k k C)`` times the filters reshaped to ``(k k C, F)``, which
   PyTensor's ``tensordot`` writes as one product of 2-D views; the patches at every
   position are rows of :math:`a` (Grosse and Martens 2016), and the bias is added to
   the 4-D result.
 
-A parameter used more than once, or in no known pattern, gets a diagonal block; so
-does a bias whose weight is not found. :meth:`LayerMap.describe` says which parameter
+Products inside ``scan`` loops are found by
+:mod:`sgn_theano.preconditioning.loop_layers`, with these helpers, and passed in as
+``found``. A parameter used more than once, or in no known pattern, gets a diagonal
+block; so does a bias whose weight is not found. :meth:`LayerMap.describe` says which parameter
 got which block.
 """
 

@@ -62,6 +62,8 @@ def layers_in_loops(loss: TensorVariable, outputs: TensorVariable, params: Seque
     outputs : TensorVariable
         Network outputs, shape ``(m, ...)``.
     params : list of shared variables
+        The parameters; those a loop takes (as non-sequences, or read from its inner
+        function's closure) are looked for inside it.
 
     Returns
     -------
@@ -75,7 +77,8 @@ def layers_in_loops(loss: TensorVariable, outputs: TensorVariable, params: Seque
     """
     clients = graph_clients([outputs])
     replacements, layers = {}, []
-    for node in {use[0] for param in params for use in clients.get(param, [])}:
+    loops = {use[0]: None for param in params for use in clients.get(param, [])}
+    for node in loops:  # in the parameters' order
         if isinstance(node.op, Scan) and _rebuildable(node):
             rebuilt = _exposed_loop(node, params, clients)
             if rebuilt is not None:
@@ -84,8 +87,7 @@ def layers_in_loops(loss: TensorVariable, outputs: TensorVariable, params: Seque
     if not replacements:
         return (loss, outputs), []
     new_loss, new_outputs = graph_replace([loss, outputs], replacements, strict=False)
-    return retagged(loss, outputs, new_loss, new_outputs), sorted(
-        layers, key=lambda layer: [id(param) for param in params].index(id(layer.weight)))
+    return retagged(loss, outputs, new_loss, new_outputs), layers
 
 
 def _rebuildable(node: Apply) -> bool:
@@ -161,8 +163,10 @@ def _rebuilt(node: Apply, found: list[_InnerLayer]) -> tuple[dict, list[Kronecke
     for layer in found:
         preactivations = layer.product.preactivations
         perturbation = preactivations.type()
-        shape = clone_replace(list(preactivations.shape), replace=first_step)
-        zero_sequences.append(pt.zeros((n_steps, *shape), dtype=preactivations.dtype))
+        # Shaped like the product at the first step, rebuilt from the loop's outer inputs
+        # (not from the inner types, whose static shapes may be the whole batch's).
+        first = clone_replace(preactivations, replace=first_step, rebuild_strict=False)
+        zero_sequences.append(pt.zeros((n_steps, *first.shape), dtype=preactivations.dtype))
         perturbations.append((preactivations, perturbation))
     exposed = clone_replace(
         op.inner_outputs + [layer.product.inputs for layer in found],
@@ -180,7 +184,8 @@ def _rebuilt(node: Apply, found: list[_InnerLayer]) -> tuple[dict, list[Kronecke
     results = pytensor.scan(step, sequences=op.outer_seqs(node.inputs) + zero_sequences,
                             outputs_info=outputs_info,
                             non_sequences=op.outer_non_seqs(node.inputs),
-                            n_steps=n_steps, strict=True, return_updates=False)
+                            n_steps=n_steps, strict=True, return_updates=False,
+                            truncate_gradient=op.truncate_gradient)
     results = results if isinstance(results, list) else [results]
     new_node = results[-1].owner
     replacements = dict(zip(node.outputs, new_node.outputs))
