@@ -243,6 +243,13 @@ def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
     tolerance = 1e-9 if spectrum == "low rank" else 1e-3
     for value, expected in ((from_left, dense @ left_value), (from_right, right_value @ dense)):
         assert np.linalg.norm(value - expected) <= tolerance * np.linalg.norm(expected)
+    # A refresh from the last one's eigenvectors (one step of subspace iteration) refines.
+    refined = pytensor.shared(damped_inverses(factor, small, shift_damping, rank=rank,
+                                              previous=(wide_inverse, small_inverse))[0])
+    expected = dense @ left_value
+    error = np.linalg.norm(pytensor.function([left], times_inverse(left, refined, "left"),
+                                             mode=TEST_MODE)(left_value) - expected)
+    assert error <= max(np.linalg.norm(from_left - expected), 1e-9 * np.linalg.norm(expected))
     fresh = identity_inverse(dimension, rank, "float64")
     np.testing.assert_array_equal(
         pytensor.function([left], times_inverse(left, pytensor.shared(fresh), "left"),

@@ -44,8 +44,9 @@ so each product in CG is two matrix products per layer, and nothing is recompile
 factor wider than :data:`EXACT_INVERSE_LIMIT` (a 2048-unit layer's) would cost
 :math:`O(d^2 d')` per product and :math:`O(d^3)` per refresh: it gets a low-rank plus
 isotropic inverse instead, from its top ``kfac_rank`` eigenpairs :math:`(\\lambda_i, v_i)`
-(a randomized range finder with power iterations) and the mean :math:`\\sigma` of the
-rest of its spectrum (from the trace),
+(one step of subspace iteration from the last refresh's eigenvectors and a few random
+columns, then Rayleigh-Ritz) and the mean :math:`\\sigma` of the rest of its spectrum
+(from the trace),
 
 .. math::
 
@@ -79,8 +80,8 @@ __all__ = ["EXACT_INVERSE_LIMIT", "KroneckerPreconditioner", "damped_inverses",
 #: isotropic inverse (:func:`damped_inverses`). 1024 keeps every factor of the MLPs and
 #: LeNet-5 of the results exact (785 at most).
 EXACT_INVERSE_LIMIT = 1024
-#: Power iterations of the randomized range finder of a wide factor's top eigenpairs.
-POWER_ITERATIONS = 2
+#: Columns the range finder of a wide factor's top eigenpairs draws beyond its rank.
+OVERSAMPLING = 8
 
 
 
@@ -209,7 +210,8 @@ def identity_inverse(dimension: int, rank: int, dtype: str) -> np.ndarray:
 
 
 def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
-                    damping: float, rank: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                    damping: float, rank: int = 128, previous: tuple | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """:math:`(A + \\pi\\gamma I)^{-1}` and :math:`(S + \\gamma/\\pi I)^{-1}`,
     :math:`\\gamma = \\sqrt{\\rho}`, in float64 (the factored Tikhonov damping above).
 
@@ -220,7 +222,9 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     eigen-decomposition then clips the negative eigenvalues to zero. A zero trace (a
     layer no row reached) counts as a unit one, so :math:`\\pi` stays finite. A factor
     wider than :data:`EXACT_INVERSE_LIMIT` gets the low-rank plus isotropic inverse of
-    rank ``rank`` of the module's docstring, packed as :func:`identity_inverse` says.
+    rank ``rank`` of the module's docstring, packed as :func:`identity_inverse` says,
+    its eigenvectors refined from those of ``previous`` (the last refresh's inverses
+    of the two factors, packed alike) where given.
     """
     input_factor = np.asarray(input_factor, dtype=np.float64)
     output_factor = np.asarray(output_factor, dtype=np.float64)
@@ -228,17 +232,19 @@ def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
     output_scale = max(np.trace(output_factor) / len(output_factor), 0.0) or 1.0
     ratio = np.sqrt(input_scale / output_scale)
     gamma = np.sqrt(max(damping, 0.0)) or np.finfo(np.float32).eps
-    return (_damped_inverse(input_factor, ratio * gamma, rank),
-            _damped_inverse(output_factor, gamma / ratio, rank))
+    previous = previous or (None, None)
+    return (_damped_inverse(input_factor, ratio * gamma, rank, previous[0]),
+            _damped_inverse(output_factor, gamma / ratio, rank, previous[1]))
 
 
-def _damped_inverse(matrix: np.ndarray, shift: float, rank: int) -> np.ndarray:
+def _damped_inverse(matrix: np.ndarray, shift: float, rank: int,
+                    previous: np.ndarray | None = None) -> np.ndarray:
     """:math:`(X + s I)^{-1}` of a symmetric :math:`X` by Cholesky where
     :math:`X + s I` is positive definite, else :math:`(X_+ + s I)^{-1}` with
     :math:`X_+` the :math:`X` whose negative eigenvalues are set to zero; low-rank plus
     isotropic beyond :data:`EXACT_INVERSE_LIMIT`."""
     if len(matrix) > EXACT_INVERSE_LIMIT:
-        return _low_rank_damped_inverse(matrix, shift, rank)
+        return _low_rank_damped_inverse(matrix, shift, rank, previous)
     damped = matrix + shift * np.eye(len(matrix))
     factor, info = scipy.linalg.lapack.dpotrf(damped, lower=1)
     if info == 0:
@@ -249,19 +255,29 @@ def _damped_inverse(matrix: np.ndarray, shift: float, rank: int) -> np.ndarray:
     return np.tril(inverse) + np.tril(inverse, -1).T
 
 
-def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int) -> np.ndarray:
-    """The packed low-rank plus isotropic :math:`(X + s I)^{-1}` (module docstring): the
-    top ``rank`` eigenpairs of the symmetric :math:`X` by a randomized range finder
-    (Halko, Martinsson and Tropp 2011) with :data:`POWER_ITERATIONS` power iterations
-    and a fixed seed (a resumed run refreshes identically), negative eigenvalues set to
-    zero."""
+def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int,
+                             previous: np.ndarray | None = None) -> np.ndarray:
+    """The packed low-rank plus isotropic :math:`(X + s I)^{-1}` (module docstring).
+
+    The top ``rank`` eigenpairs of the symmetric :math:`X` by one step of subspace
+    iteration and Rayleigh-Ritz (Halko, Martinsson and Tropp 2011): the basis of
+    :math:`X \\Omega` with :math:`\\Omega` the eigenvectors packed in ``previous`` (the
+    last refresh's inverse: a factor changes slowly between refreshes) and
+    :data:`OVERSAMPLING` random columns from a fixed seed, so that a resumed run
+    refreshes identically; with no previous eigenvectors, :math:`\\Omega` is random and
+    the step is repeated twice. Negative eigenvalues are set to zero.
+    """
     dimension = len(matrix)
     symmetric = (matrix + matrix.T) / 2
-    probe = np.random.default_rng(dimension).standard_normal((dimension, rank + 8))
-    basis = np.linalg.qr(symmetric @ probe)[0]
-    for _ in range(POWER_ITERATIONS):
+    start = np.random.default_rng(dimension).standard_normal((dimension, rank + OVERSAMPLING))
+    known = previous is not None and previous.shape == (dimension + 1, rank + 1) and np.any(
+        previous[:dimension, :rank])
+    if known:
+        start[:, :rank] = previous[:dimension, :rank]
+    basis = np.linalg.qr(symmetric @ start)[0]
+    for _ in range(0 if known else 2):
         basis = np.linalg.qr(symmetric @ basis)[0]
-    values, small_vectors = np.linalg.eigh(basis.T @ symmetric @ basis)
+    values, small_vectors = np.linalg.eigh(basis.T @ (symmetric @ basis))
     values, vectors = np.maximum(values[-rank:], 0.0), basis @ small_vectors[:, -rank:]
     rest = max((np.trace(symmetric) - values.sum()) / max(dimension - rank, 1), 0.0)
     isotropic = 1.0 / (rest + shift)
@@ -305,7 +321,8 @@ def refresh_factor_inverses(state, config, steps: int) -> bool:
     for index in range(0, len(factors), 2):
         pair = damped_inverses(factors[index].get_value() / correction,
                                factors[index + 1].get_value() / correction, damping,
-                               config.kfac_rank)
+                               config.kfac_rank,
+                               [inverse.get_value() for inverse in inverses[index:index + 2]])
         for inverse, value in zip(inverses[index:index + 2], pair):
             inverse.set_value(value.astype(state.damping.dtype))
     return True
