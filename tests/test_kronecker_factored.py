@@ -250,6 +250,9 @@ def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
     error = np.linalg.norm(pytensor.function([left], times_inverse(left, refined, "left"),
                                              mode=TEST_MODE)(left_value) - expected)
     assert error <= max(np.linalg.norm(from_left - expected), 1e-9 * np.linalg.norm(expected))
+    assert identity_inverse(dimension, 10 * dimension, "float64").shape == damped_inverses(
+        factor, small, shift_damping, rank=10 * dimension)[0].shape == (dimension + 1,
+                                                                       dimension - 7)
     fresh = identity_inverse(dimension, rank, "float64")
     np.testing.assert_array_equal(
         pytensor.function([left], times_inverse(left, pytensor.shared(fresh), "left"),

@@ -204,6 +204,7 @@ def identity_inverse(dimension: int, rank: int, dtype: str) -> np.ndarray:
     for a factor wider than :data:`EXACT_INVERSE_LIMIT`."""
     if dimension <= EXACT_INVERSE_LIMIT:
         return np.eye(dimension, dtype=dtype)
+    rank = _usable_rank(dimension, rank)
     packed = np.zeros((dimension + 1, rank + 1), dtype=dtype)
     packed[dimension, rank] = 1
     return packed
@@ -255,6 +256,12 @@ def _damped_inverse(matrix: np.ndarray, shift: float, rank: int,
     return np.tril(inverse) + np.tril(inverse, -1).T
 
 
+def _usable_rank(dimension: int, rank: int) -> int:
+    """``rank``, at most ``dimension - OVERSAMPLING`` (the range finder's columns must fit
+    in the factor's dimension)."""
+    return min(rank, dimension - OVERSAMPLING)
+
+
 def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int,
                              previous: np.ndarray | None = None) -> np.ndarray:
     """The packed low-rank plus isotropic :math:`(X + s I)^{-1}` (module docstring).
@@ -268,6 +275,7 @@ def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int,
     the step is repeated twice. Negative eigenvalues are set to zero.
     """
     dimension = len(matrix)
+    rank = _usable_rank(dimension, rank)
     symmetric = (matrix + matrix.T) / 2
     start = np.random.default_rng(dimension).standard_normal((dimension, rank + OVERSAMPLING))
     known = previous is not None and previous.shape == (dimension + 1, rank + 1) and np.any(
