@@ -53,3 +53,19 @@ def test_bench_compile_pairs_every_hand_written_loss_with_the_librarys(tmp_path)
             figures = row[loss]
             assert figures["over_gradient"] == figures["build_s"] / figures["gradient_build_s"]
     assert "hand/lib" in completed.stdout and "lib/grad" in completed.stdout
+
+
+@pytest.mark.slow
+def test_bench_compile_builds_the_scan_rnn(tmp_path):
+    output = tmp_path / "compile.json"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_compile.py"), "--rnn",
+         "--no-mlp", "--no-lenet", "--modes", "FAST_COMPILE", "--repeats", "1",
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    rows = json.loads(output.read_text())["modes"]["FAST_COMPILE"]
+    assert [(row["case"], row["build"]) for row in rows] == [
+        ("RNN 28-128-10 tanh, softmax cross-entropy", build)
+        for build in ("SGN k=1", "SGN k=3", "SGN k=50", "SGN defaults")]
+    assert all(row["library_s"] > 0 and row["hand_s"] > 0 for row in rows)

@@ -294,6 +294,12 @@ def run_settings(arrays, args, mode, marks, comm=None) -> Iterator[tuple[tuple, 
             yield (name, value), run_one(name, value, seed, arrays, args, mode, marks, comm)
 
 
+def _network_label(args) -> str:
+    """The model as tables and plots name it: ``MLP 784-256-256-10``, ``RNN 28-128-10``,
+    ``lenet5``."""
+    return f"{args.model.upper()} {args.sizes}" if args.model in ("mlp", "rnn") else args.model
+
+
 def _apply_defaults(args) -> None:
     sizes, activation, batch = TASK_DEFAULTS[args.task]
     args.sizes = args.sizes or (RNN_SIZES if args.model == "rnn" else sizes)
@@ -364,8 +370,7 @@ def _main(args, comm) -> int:
     budget = args.epochs if args.epochs is not None else args.time_budget
     marks = sorted({float(mark) for mark in args.checkpoints.split(",") if mark.strip()
                     and 0 < float(mark) < budget} | {budget})
-    model = (f"{args.model.upper()} {args.sizes}" if args.model in ("mlp", "rnn")
-             else args.model)
+    model = _network_label(args)
     unit = "epochs" if args.epochs is not None else "s"
     print(f"sgn-bench: {args.task}, {model} {args.activation}, batch "
           f"{', '.join(map(str, batch_sizes))}, {budget:g} {unit} per run, seeds {args.seeds}, "
@@ -440,7 +445,7 @@ def write_record(study: Study, args, mode_name: str, marks: Sequence[float],
             unit = "ep" if args.epochs is not None else "s"
             paths.append(plot_batch_study(
                 best, marks, record["config"]["metric"], unit, f"{prefix}-batch-sizes.png",
-                title=f"{args.task}, {args.model} {args.sizes if args.model in ('mlp', 'rnn') else ''}"
+                title=f"{args.task}, {_network_label(args)}"
                 f", seeds {args.seeds}: equal wall-clock budgets"))
     except ImportError:
         print("sgn-bench: matplotlib is not installed, so no plots "

@@ -327,10 +327,13 @@ def refresh_factor_inverses(state, config, steps: int) -> bool:
     damping = float(state.damping.get_value())
     factors, inverses = state.factors, state.factor_inverses
     for index in range(0, len(factors), 2):
+        # The last eigenvectors of the wide factors only (the others are inverted anew).
+        pairs = zip(factors[index:index + 2], inverses[index:index + 2])
+        previous = [inverse.get_value() if len(factor.get_value(borrow=True))
+                    > EXACT_INVERSE_LIMIT else None for factor, inverse in pairs]
         pair = damped_inverses(factors[index].get_value() / correction,
                                factors[index + 1].get_value() / correction, damping,
-                               config.kfac_rank,
-                               [inverse.get_value() for inverse in inverses[index:index + 2]])
+                               config.kfac_rank, previous)
         for inverse, value in zip(inverses[index:index + 2], pair):
             inverse.set_value(value.astype(state.damping.dtype))
     return True

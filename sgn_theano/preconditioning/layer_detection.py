@@ -143,8 +143,8 @@ def find_layers(outputs: TensorVariable, params: Sequence[Variable],
             claimed.add(bias)
         layers.append(layer)
         claimed.add(param)
-    order = [id(param) for param in params]
-    layers.sort(key=lambda layer: order.index(id(layer.weight)))
+    order = {id(param): index for index, param in enumerate(params)}
+    layers.sort(key=lambda layer: order[id(layer.weight)])
     return LayerMap(layers, [param for param in params if param not in claimed])
 
 
