@@ -40,7 +40,6 @@ from report import write_report
 from sgn_theano import SGN, adam, gauss_newton_product, sgd, softmax_cross_entropy
 from sgn_theano.compilation.allocator import reuse_freed_memory
 from sgn_theano.models import LENET5, VGG_SMALL, cnn, mlp
-from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
 from sgn_theano.compilation.modes import MODES, compile_mode, default_mode_name, link_openblas
 
 #: The CNNs, as ``sgn_theano.models.cnn`` and ``torch_cnn.py`` take them: (image shape, layers).
@@ -176,11 +175,13 @@ def build(model: str, mode, batch: int, figures=FIGURES):
 
 
 def kfac_refresh(optimizer: SGN, xb, yb):
-    """The host's refresh of K-FAC's inverses after a step, as a callable."""
+    """The compiled refresh of K-FAC's inverses after a step (what runs every
+    ``kfac_inverse_interval`` steps), as a callable that waits for its results."""
     optimizer.step(xb, yb)
 
-    def call():  # after step 1 a refresh is due
-        assert refresh_factor_inverses(optimizer.state, optimizer.config, steps=1)
+    def call():
+        optimizer.inverse_refresh()
+        finished([inverse.get_value(borrow=True) for inverse in optimizer.state.factor_inverses])
     return call
 
 

@@ -34,11 +34,16 @@ from sgn_theano import validation
 from sgn_theano.block_layout import with_static_shapes
 from sgn_theano.compilation.loop_invariants import loops_compiled_in
 from sgn_theano.compilation.modes import check_mode, is_jax_mode, loops_can_exit_early
-from sgn_theano.curvature import curvature_batch, first_rows, gauss_newton_operator
+from sgn_theano.curvature import (
+    curvature_batch,
+    first_rows,
+    gauss_newton_operator,
+    loss_hessian_root,
+)
 from sgn_theano.data_parallel import DataParallel, local_shard
 from sgn_theano.errors import SGNInputError
 from sgn_theano.preconditioning.host_probe import HostProbe
-from sgn_theano.preconditioning.kronecker_factored import refresh_factor_inverses
+from sgn_theano.preconditioning.kronecker_factored import inverse_refresh_updates, refresh_due
 from sgn_theano.preconditioning.layer_detection import find_layers
 from sgn_theano.preconditioning.loop_layers import layers_in_loops
 from sgn_theano.sgn_config import SGNConfig
@@ -252,6 +257,14 @@ class SGN:
         # `step` hands the function checked arrays of the inputs' dtypes; in JAX mode
         # PyTensor's own input check would copy an array on the device to the host.
         self._step.trust_input = is_jax_mode(mode)
+        #: The compiled refresh of K-FAC's damped inverses (no input, no output: in JAX
+        #: mode the factors stay on the device), called after the steps where one is due
+        #: (:func:`sgn_theano.preconditioning.kronecker_factored.refresh_due`); ``None``
+        #: without K-FAC.
+        self.inverse_refresh = None
+        if self.config.kronecker_factored and self.state.factors:
+            self.inverse_refresh = pytensor.function([], [], updates=inverse_refresh_updates(
+                self.state, self.config, loss_hessian_root(*curvature) is not None), mode=mode)
         self._step_count = int(self.state.step_count.get_value())
         if self._parallel is not None:
             self._parallel.broadcast(self.params)
@@ -306,8 +319,9 @@ class SGN:
         if info.reason == Rejection.NON_FINITE_GRADIENT.reason:
             self._refuse_non_finite_device_batch(shard.arrays, info)
         self._step_count += 1  # as the compiled step counts: every call that returned
-        if self.config.kronecker_factored:
-            refresh_factor_inverses(self.state, self.config, self._step_count)
+        if self.inverse_refresh is not None and refresh_due(self._step_count,
+                                                            self.config.kfac_inverse_interval):
+            self.inverse_refresh()
         return info
 
     def _refuse_non_finite_device_batch(self, arrays: list, info: StepInfo) -> None:
@@ -326,10 +340,10 @@ class SGN:
     def warm_up(self, *batch) -> None:
         """Compile the step for batches shaped like ``batch``, before any timed step: one
         :meth:`step` taken and undone, every state array restored bit for bit
-        (:meth:`state_dict`). Backends that compile at the first call (JAX's JIT,
-        NUMBA) compile here; in C mode the step was compiled at construction, and this
-        only costs a step. A data-parallel SGN calls it on every process, each with its
-        shard.
+        (:meth:`state_dict`), and K-FAC's :attr:`inverse_refresh` run once. Backends
+        that compile at the first call (JAX's JIT, NUMBA) compile here; in C mode the step
+        was compiled at construction, and this only costs a step. A data-parallel SGN
+        calls it on every process, each with its shard.
 
         Parameters
         ----------
@@ -338,6 +352,8 @@ class SGN:
         """
         saved = self.state_dict()
         self.step(*batch)
+        if self.inverse_refresh is not None:
+            self.inverse_refresh()
         self.load_state_dict(saved)
 
     @property

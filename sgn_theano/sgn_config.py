@@ -121,8 +121,9 @@ class SGNConfig(Mapping):
     kfac_decay : float
         :math:`\\beta \\in [0, 1)` of K-FAC's factor averages.
     kfac_inverse_interval : int
-        Steps between refreshes of K-FAC's damped inverses (computed on the host, with
-        the damping of the time; nothing is recompiled), ``>= 1``.
+        Steps between refreshes of K-FAC's damped inverses (a compiled function of
+        their own in the step's mode, :attr:`sgn_theano.SGN.inverse_refresh`, with the
+        damping of the time), ``>= 1``.
     kfac_rank : int
         Rank of the low-rank plus isotropic inverses of factors wider than
         :data:`~sgn_theano.preconditioning.kronecker_factored.EXACT_INVERSE_LIMIT`

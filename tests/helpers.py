@@ -93,6 +93,11 @@ def assert_resumes_exactly(optimizer, batches, split: int = 3) -> dict:
     return resumed
 
 
+def evaluated(variables) -> list:
+    """The values of symbolic ``variables`` that take no input, computed in TEST_MODE."""
+    return pytensor.function([], list(variables), mode=TEST_MODE)()
+
+
 def flatten(arrays) -> np.ndarray:
     return np.concatenate([np.ravel(a) for a in arrays])
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from helpers import TEST_MODE, assert_resumes_exactly, dense_gauss_newton, flatten
+from helpers import (TEST_MODE, assert_resumes_exactly, dense_gauss_newton, evaluated,
+                     flatten)
 
 from sgn_theano import SGN
 from sgn_theano.cg import conjugate_gradient
@@ -114,7 +115,7 @@ def test_one_linear_layer_with_squared_error_is_solved_in_one_iteration():
     arrays = [rng.normal(size=(ROWS, FEATURES)), rng.normal(size=(ROWS, 2))]
     a, s = exact_statistics(function, arrays, 2)
     np.testing.assert_allclose(s, np.eye(2), atol=1e-12)
-    inverses = [pytensor.shared(value) for value in damped_inverses(a, s, 0.0)]
+    inverses = [pytensor.shared(value) for value in evaluated(damped_inverses(a, s, 0.0))]
     preconditioner = KroneckerPreconditioner(params, layers.layers, inverses, {})
     gradients = pytensor.grad(loss, params)
     solution = conjugate_gradient(lambda v: gauss_newton_product(loss, outputs, params, v),
@@ -174,7 +175,7 @@ def test_inverses_use_factored_tikhonov_damping():
     for s, clipped in [(np.diag([2.0, -1e-3, 0.5]), np.diag([2.0, -1e-3, 0.5])),
                        # a negative eigenvalue beyond the shift is clipped to zero
                        (np.diag([2.0, -1.5, 2.5]), np.diag([2.0, 0.0, 2.5]))]:
-        a_inverse, s_inverse = damped_inverses(a, s, 0.09)
+        a_inverse, s_inverse = evaluated(damped_inverses(a, s, 0.09, output_definite=False))
         ratio = np.sqrt((np.trace(a) / 4) / (np.trace(s) / 3))
         np.testing.assert_allclose(a_inverse, np.linalg.inv(a + ratio * 0.3 * np.eye(4)))
         np.testing.assert_allclose(s_inverse, np.linalg.inv(clipped + 0.3 / ratio * np.eye(3)))
@@ -226,7 +227,8 @@ def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
     tail = 0.0 if spectrum == "low rank" else 0.3
     factor = (basis * (values - tail)) @ basis.T + tail * np.eye(dimension)
     small = np.diag(rng.uniform(0.5, 2.0, size=3))  # an exact (3, 3) partner factor
-    wide_inverse, small_inverse = damped_inverses(factor, small, shift_damping, rank=rank)
+    wide_inverse, small_inverse = evaluated(damped_inverses(factor, small, shift_damping,
+                                                            rank=rank))
     assert wide_inverse.shape == (dimension + 1, rank + 1) and small_inverse.shape == (3, 3)
     # the shift damped_inverses gives the wide factor: pi * sqrt(rho)
     ratio = np.sqrt((np.trace(factor) / dimension) / (np.trace(small) / 3))
@@ -244,15 +246,15 @@ def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
     for value, expected in ((from_left, dense @ left_value), (from_right, right_value @ dense)):
         assert np.linalg.norm(value - expected) <= tolerance * np.linalg.norm(expected)
     # A refresh from the last one's eigenvectors (one step of subspace iteration) refines.
-    refined = pytensor.shared(damped_inverses(factor, small, shift_damping, rank=rank,
-                                              previous=(wide_inverse, small_inverse))[0])
+    refined = pytensor.shared(evaluated(damped_inverses(
+        factor, small, shift_damping, rank=rank, previous=(wide_inverse, small_inverse)))[0])
     expected = dense @ left_value
     error = np.linalg.norm(pytensor.function([left], times_inverse(left, refined, "left"),
                                              mode=TEST_MODE)(left_value) - expected)
     assert error <= max(np.linalg.norm(from_left - expected), 1e-9 * np.linalg.norm(expected))
-    assert identity_inverse(dimension, 10 * dimension, "float64").shape == damped_inverses(
-        factor, small, shift_damping, rank=10 * dimension)[0].shape == (dimension + 1,
-                                                                       dimension - 7)
+    assert identity_inverse(dimension, 10 * dimension, "float64").shape == evaluated(
+        damped_inverses(factor, small, shift_damping, rank=10 * dimension))[0].shape == (
+            dimension + 1, dimension - 7)
     fresh = identity_inverse(dimension, rank, "float64")
     np.testing.assert_array_equal(
         pytensor.function([left], times_inverse(left, pytensor.shared(fresh), "left"),

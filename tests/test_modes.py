@@ -92,10 +92,11 @@ def test_jax_mode_keeps_float32_zeros_float32():
 def test_a_jax_mode_step_reads_one_array_back_from_the_device(monkeypatch):
     """A JAX-mode :meth:`SGN.step` (K-FAC, the default) reads one array back to the host:
     the compiled step returns one packed vector of diagnostics, and nothing else reads
-    device values (no ``get_value`` of the state) unless K-FAC's inverses are due for a
-    refresh (after steps 1 and 11 here). JAX on the CPU shares host memory, so the reads
-    are counted where they would happen on a GPU: each device array the step returns,
-    and each ``get_value`` of a shared variable."""
+    device values (no ``get_value`` of the state), at the steps that refresh K-FAC's
+    inverses too (after steps 1 and 11 here: a compiled function of no output). JAX on
+    the CPU shares host memory, so the reads are counted where they would happen on a
+    GPU: each device array the step or the refresh returns, and each ``get_value`` of a
+    shared variable."""
     import jax
 
     x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
@@ -115,14 +116,26 @@ def test_a_jax_mode_step_reads_one_array_back_from_the_device(monkeypatch):
         return returned
 
     optimizer._step = counted
+    refresh, refreshes = optimizer.inverse_refresh, []
+
+    def counted_refresh():
+        returned = refresh()
+        refreshes.append(returned)
+        reads.extend(["refresh output"] * len(returned))
+
+    optimizer.inverse_refresh = counted_refresh
+
     rng = np.random.default_rng(0)
+    identity = optimizer.state.factor_inverses[0].get_value()
     for step in range(1, 13):
         reads.clear()
         info = optimizer.step(rng.normal(size=(20, 6)).astype("float32"),
                               rng.integers(0, 3, 20).astype("int32"))
         assert np.isfinite(info.loss)
-        if step not in (1, 11):
-            assert reads == ["output"], (step, reads)
+        assert reads == ["output"], (step, reads)
+    assert len(refreshes) == 2  # after steps 1 and 11
+    refreshed = optimizer.state.factor_inverses[0].get_value()
+    assert np.isfinite(refreshed).all() and not np.allclose(refreshed, identity)
     assert optimizer.step_count == int(optimizer.state.step_count.get_value()) == 12
 
 

@@ -31,8 +31,9 @@ Hessian product SGN's :math:`G v` uses), :math:`E[x_i y_i^\\top] = J_{s,i}^\\top
 J_{s,i}`; the estimate :math:`\\frac1{2m} \\sum_i (x_i y_i^\\top + y_i x_i^\\top)` is
 unbiased, symmetric, and positive semi-definite only on average: its negative
 eigenvalues are clipped when it is inverted. Averaged over steps (bias-corrected,
-decay ``kfac_decay``), the factors are inverted on the host every
-``kfac_inverse_interval`` steps with Martens and Grosse's factored Tikhonov damping,
+decay ``kfac_decay``), the factors are inverted every ``kfac_inverse_interval`` steps,
+by a compiled function in the step's mode (:func:`inverse_refresh_updates`), with
+Martens and Grosse's factored Tikhonov damping,
 
 .. math::
 
@@ -61,20 +62,22 @@ Parameters outside any layer get a diagonal block (averaged gradient squares,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-import scipy.linalg.lapack
+from pytensor.ifelse import ifelse
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import Blocks
 from sgn_theano.preconditioning.layer_detection import KroneckerLayer
+from sgn_theano.preconditioning.positive_inverse import positive_definite_inverse
 
 __all__ = ["EXACT_INVERSE_LIMIT", "KroneckerPreconditioner", "damped_inverses",
-           "factor_statistics", "identity_inverse", "refresh_factor_inverses",
-           "times_inverse"]
+           "factor_statistics", "identity_inverse", "inverse_refresh_updates",
+           "refresh_due", "times_inverse"]
 
 #: Factors of at most this dimension are inverted exactly; wider ones get a low-rank plus
 #: isotropic inverse (:func:`damped_inverses`). 1024 keeps every factor of the MLPs and
@@ -210,50 +213,79 @@ def identity_inverse(dimension: int, rank: int, dtype: str) -> np.ndarray:
     return packed
 
 
-def damped_inverses(input_factor: np.ndarray, output_factor: np.ndarray,
-                    damping: float, rank: int = 128, previous: tuple | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def damped_inverses(input_factor, output_factor, damping, rank: int = 128,
+                    previous: tuple | None = None, output_definite: bool = True,
+                    ) -> tuple[TensorVariable, TensorVariable]:
     """:math:`(A + \\pi\\gamma I)^{-1}` and :math:`(S + \\gamma/\\pi I)^{-1}`,
-    :math:`\\gamma = \\sqrt{\\rho}`, in float64 (the factored Tikhonov damping above).
+    :math:`\\gamma = \\sqrt{\\rho}`, symbolically and in float64 (the factored Tikhonov
+    damping above): graphs of PyTensor's linear algebra, compiled in the step's mode, so
+    in JAX mode the factors never leave the device.
 
-    Each is inverted through its Cholesky factor (LAPACK's ``potrf`` and ``potri``: a
+    Each is inverted through its Cholesky factor
+    (:func:`~sgn_theano.preconditioning.positive_inverse.positive_definite_inverse`: a
     tenth of an eigen-decomposition's time at 256 rows, measured in the docs'
-    "Performance"). An estimate of :math:`S` with a negative eigenvalue beyond the shift
-    (the two-pass estimate of a hand-written loss may have one) makes that fail: its
-    eigen-decomposition then clips the negative eigenvalues to zero. A zero trace (a
-    layer no row reached) counts as a unit one, so :math:`\\pi` stays finite. A factor
-    wider than :data:`EXACT_INVERSE_LIMIT` gets the low-rank plus isotropic inverse of
-    rank ``rank`` of the module's docstring, packed as :func:`identity_inverse` says,
-    its eigenvectors refined from those of ``previous`` (the last refresh's inverses
-    of the two factors, packed alike) where given.
+    "Performance"). An estimate of :math:`S` that
+    may have a negative eigenvalue (``output_definite=False``: the two-pass estimate of a
+    hand-written loss) falls back, where the Cholesky factorization fails, to its
+    eigen-decomposition with the negative eigenvalues clipped to zero; a factor positive
+    semi-definite by construction whose damped Cholesky factorization still fails (in
+    floating point only) keeps ``previous``'s inverse. A zero trace (a layer no row
+    reached) counts as a unit one, so :math:`\\pi` stays finite. A factor wider than
+    :data:`EXACT_INVERSE_LIMIT` gets the low-rank plus isotropic inverse of rank
+    ``rank`` of the module's docstring, packed as :func:`identity_inverse` says, its
+    eigenvectors refined from those packed in ``previous``.
+
+    Parameters
+    ----------
+    input_factor, output_factor : TensorVariable or array
+        :math:`A` and :math:`S`, symmetric, shapes ``(d, d)`` and ``(d', d')``.
+    damping : scalar TensorVariable or float
+        :math:`\\rho \\ge 0`; :math:`\\gamma` is floored at float32's epsilon.
+    rank : int
+        ``kfac_rank``, for factors wider than :data:`EXACT_INVERSE_LIMIT`.
+    previous : (TensorVariable or array, TensorVariable or array), optional
+        The last refresh's inverses of the two factors, in :func:`identity_inverse`'s
+        layout: a wide factor's eigenvectors start from them.
+    output_definite : bool
+        Whether :math:`S` is positive semi-definite by construction.
+
+    Returns
+    -------
+    (TensorVariable, TensorVariable)
+        The two inverses in float64, in :func:`identity_inverse`'s layout.
     """
-    input_factor = np.asarray(input_factor, dtype=np.float64)
-    output_factor = np.asarray(output_factor, dtype=np.float64)
-    input_scale = np.trace(input_factor) / len(input_factor) or 1.0
-    output_scale = max(np.trace(output_factor) / len(output_factor), 0.0) or 1.0
-    ratio = np.sqrt(input_scale / output_scale)
-    gamma = np.sqrt(max(damping, 0.0)) or np.finfo(np.float32).eps
+    input_factor = pt.as_tensor_variable(input_factor).astype("float64")
+    output_factor = pt.as_tensor_variable(output_factor).astype("float64")
+    input_scale = pt.trace(input_factor) / input_factor.shape[0]
+    output_scale = pt.maximum(pt.trace(output_factor) / output_factor.shape[0], 0.0)
+    input_scale, output_scale = (pt.switch(pt.eq(scale, 0.0), 1.0, scale)
+                                 for scale in (input_scale, output_scale))
+    ratio = pt.sqrt(input_scale / output_scale)
+    gamma = pt.sqrt(pt.maximum(pt.as_tensor_variable(damping).astype("float64"), 0.0))
+    gamma = pt.switch(pt.gt(gamma, 0.0), gamma, float(np.finfo(np.float32).eps))
     previous = previous or (None, None)
-    return (_damped_inverse(input_factor, ratio * gamma, rank, previous[0]),
-            _damped_inverse(output_factor, gamma / ratio, rank, previous[1]))
+    return (_damped_inverse(input_factor, ratio * gamma, rank, previous[0], True),
+            _damped_inverse(output_factor, gamma / ratio, rank, previous[1], output_definite))
 
 
-def _damped_inverse(matrix: np.ndarray, shift: float, rank: int,
-                    previous: np.ndarray | None = None) -> np.ndarray:
+def _damped_inverse(matrix: TensorVariable, shift: TensorVariable, rank: int,
+                    previous=None, definite: bool = True) -> TensorVariable:
     """:math:`(X + s I)^{-1}` of a symmetric :math:`X` by Cholesky where
-    :math:`X + s I` is positive definite, else :math:`(X_+ + s I)^{-1}` with
-    :math:`X_+` the :math:`X` whose negative eigenvalues are set to zero; low-rank plus
-    isotropic beyond :data:`EXACT_INVERSE_LIMIT`."""
-    if len(matrix) > EXACT_INVERSE_LIMIT:
+    :math:`X + s I` is positive definite; otherwise ``previous`` (``definite``) or
+    :math:`(X_+ + s I)^{-1}` with :math:`X_+` the :math:`X` whose negative eigenvalues
+    are set to zero; low-rank plus isotropic beyond :data:`EXACT_INVERSE_LIMIT`."""
+    dimension = matrix.type.shape[0]
+    if dimension > EXACT_INVERSE_LIMIT:
         return _low_rank_damped_inverse(matrix, shift, rank, previous)
-    damped = matrix + shift * np.eye(len(matrix))
-    factor, info = scipy.linalg.lapack.dpotrf(damped, lower=1)
-    if info == 0:
-        inverse, info = scipy.linalg.lapack.dpotri(factor, lower=1)
-    if info != 0:
-        values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-        return (vectors / (np.maximum(values, 0.0) + shift)) @ vectors.T
-    return np.tril(inverse) + np.tril(inverse, -1).T
+    inverse = positive_definite_inverse(matrix + shift * pt.eye(dimension, dtype="float64"))
+    factored = pt.all(pt.isfinite(inverse))
+    if definite:
+        if previous is None:
+            return inverse
+        return ifelse(factored, inverse, pt.as_tensor_variable(previous).astype("float64"))
+    values, vectors = pt.linalg.eigh((matrix + matrix.T) / 2)
+    return ifelse(factored, inverse,
+                  pt.dot(vectors / (pt.maximum(values, 0.0) + shift), vectors.T))
 
 
 def _usable_rank(dimension: int, rank: int) -> int:
@@ -262,8 +294,8 @@ def _usable_rank(dimension: int, rank: int) -> int:
     return min(rank, dimension - OVERSAMPLING)
 
 
-def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int,
-                             previous: np.ndarray | None = None) -> np.ndarray:
+def _low_rank_damped_inverse(matrix: TensorVariable, shift: TensorVariable, rank: int,
+                             previous=None) -> TensorVariable:
     """The packed low-rank plus isotropic :math:`(X + s I)^{-1}` (module docstring).
 
     The top ``rank`` eigenpairs of the symmetric :math:`X` by one step of subspace
@@ -271,69 +303,74 @@ def _low_rank_damped_inverse(matrix: np.ndarray, shift: float, rank: int,
     :math:`X \\Omega` with :math:`\\Omega` the eigenvectors packed in ``previous`` (the
     last refresh's inverse: a factor changes slowly between refreshes) and
     :data:`OVERSAMPLING` random columns from a fixed seed, so that a resumed run
-    refreshes identically; with no previous eigenvectors, :math:`\\Omega` is random and
-    the step is repeated twice. Negative eigenvalues are set to zero.
+    refreshes identically; where ``previous`` packs no eigenvectors (a fresh state),
+    :math:`\\Omega` is random and the step is repeated twice. Negative eigenvalues are
+    set to zero.
     """
-    dimension = len(matrix)
+    dimension = matrix.type.shape[0]
     rank = _usable_rank(dimension, rank)
     symmetric = (matrix + matrix.T) / 2
     start = np.random.default_rng(dimension).standard_normal((dimension, rank + OVERSAMPLING))
-    known = previous is not None and previous.shape == (dimension + 1, rank + 1) and np.any(
-        previous[:dimension, :rank])
-    if known:
-        start[:, :rank] = previous[:dimension, :rank]
-    basis = np.linalg.qr(symmetric @ start)[0]
-    for _ in range(0 if known else 2):
-        basis = np.linalg.qr(symmetric @ basis)[0]
-    values, small_vectors = np.linalg.eigh(basis.T @ (symmetric @ basis))
-    values, vectors = np.maximum(values[-rank:], 0.0), basis @ small_vectors[:, -rank:]
-    rest = max((np.trace(symmetric) - values.sum()) / max(dimension - rank, 1), 0.0)
+    random_start = pt.constant(start)
+    basis = pt.linalg.qr(pt.dot(symmetric, random_start), mode="economic")[0]
+    for _ in range(2):
+        basis = pt.linalg.qr(pt.dot(symmetric, basis), mode="economic")[0]
+    if previous is not None:
+        previous = pt.as_tensor_variable(previous).astype("float64")
+        vectors = previous[:dimension, :rank]
+        warm_start = pt.concatenate([vectors, random_start[:, rank:]], axis=1)
+        refined = pt.linalg.qr(pt.dot(symmetric, warm_start), mode="economic")[0]
+        basis = ifelse(pt.any(pt.neq(vectors, 0.0)), refined, basis)
+    values, small_vectors = pt.linalg.eigh(pt.dot(basis.T, pt.dot(symmetric, basis)))
+    values = pt.maximum(values[-rank:], 0.0)
+    vectors = pt.dot(basis, small_vectors[:, -rank:])
+    rest = pt.maximum((pt.trace(symmetric) - values.sum()) / max(dimension - rank, 1), 0.0)
     isotropic = 1.0 / (rest + shift)
-    packed = np.zeros((dimension + 1, rank + 1))
-    packed[:dimension, :rank] = vectors
-    packed[dimension, :rank] = 1.0 / (values + shift) - isotropic
-    packed[dimension, rank] = isotropic
-    return packed
+    coefficients = 1.0 / (values + shift) - isotropic
+    return pt.concatenate([
+        pt.concatenate([vectors, pt.zeros((dimension, 1), dtype="float64")], axis=1),
+        pt.concatenate([coefficients, isotropic[None]])[None, :]], axis=0)
 
 
-def refresh_factor_inverses(state, config, steps: int) -> bool:
-    """Recompute the damped inverses of the averaged factors where a refresh is due.
+def refresh_due(steps: int, interval: int) -> bool:
+    """Whether K-FAC's inverses are refreshed after ``steps`` steps: after the first,
+    and then every ``interval`` (``kfac_inverse_interval``) steps. ``steps`` is known on
+    the host, so the decision reads nothing from the device."""
+    return (steps - 1) % interval == 0
 
-    After the first step that averaged a factor estimate, and then every
-    ``config.kfac_inverse_interval`` steps (``steps``, the steps taken, is known on the
-    host: the device's counts are read only where a refresh may be due): the
-    bias-corrected averages :math:`\\hat A = A_t / (1 - \\beta^t)` (likewise
-    :math:`\\hat S`) are inverted by :func:`damped_inverses` with the damping of the
-    next step, and stored in ``state.factor_inverses`` in the model's dtype.
+
+def inverse_refresh_updates(state, config, output_definite: bool = True) -> OrderedDict:
+    """The updates of ``state.factor_inverses`` that refresh K-FAC's damped inverses:
+    the bias-corrected averages :math:`\\hat A = A_t / (1 - \\beta^t)` (likewise
+    :math:`\\hat S`) inverted by :func:`damped_inverses` with the state's damping (the
+    next step's), in the model's dtype. Where no factor has been averaged yet
+    (:math:`t = 0`) the inverses keep their values. :class:`sgn_theano.SGN` compiles
+    them, in the step's mode, into a function of no input and no output that it calls
+    where :func:`refresh_due`.
 
     Parameters
     ----------
     state : sgn_theano.sgn_state.SGNState
     config : sgn_theano.sgn_config.SGNConfig
-    steps : int
-        The steps taken, :attr:`sgn_theano.SGN.step_count`.
+    output_definite : bool
+        Whether the :math:`S` estimates are positive semi-definite by construction (the
+        library's losses, which record a Hessian root).
 
     Returns
     -------
-    bool
-        Whether the inverses were refreshed.
+    OrderedDict
+        ``{inverse: refreshed value}``.
     """
-    if (steps - 1) % config.kfac_inverse_interval:
-        return False
-    count = int(state.factor_count.get_value())
-    if count == 0:
-        return False
-    correction = 1 - config.kfac_decay ** count
-    damping = float(state.damping.get_value())
-    factors, inverses = state.factors, state.factor_inverses
+    count = state.factor_count
+    correction = 1 - pt.constant(config.kfac_decay, "float64") ** pt.cast(count, "float64")
+    correction = pt.switch(pt.gt(count, 0), correction, 1.0)
+    factors = [pt.specify_shape(factor, factor.get_value(borrow=True).shape) / correction
+               for factor in state.factors]
+    inverses, updates = state.factor_inverses, OrderedDict()
     for index in range(0, len(factors), 2):
-        # The last eigenvectors of the wide factors only (the others are inverted anew).
-        pairs = zip(factors[index:index + 2], inverses[index:index + 2])
-        previous = [inverse.get_value() if len(factor.get_value(borrow=True))
-                    > EXACT_INVERSE_LIMIT else None for factor, inverse in pairs]
-        pair = damped_inverses(factors[index].get_value() / correction,
-                               factors[index + 1].get_value() / correction, damping,
-                               config.kfac_rank, previous)
+        pair = damped_inverses(factors[index], factors[index + 1],
+                               state.damping, config.kfac_rank,
+                               tuple(inverses[index:index + 2]), output_definite)
         for inverse, value in zip(inverses[index:index + 2], pair):
-            inverse.set_value(value.astype(state.damping.dtype))
-    return True
+            updates[inverse] = ifelse(pt.gt(count, 0), value.astype(inverse.dtype), inverse)
+    return updates

@@ -3,7 +3,7 @@
 Each name maps to a :class:`Preconditioner`: how to build its product in the step's
 graph from a :class:`PreconditionerInputs`, and what the optimizer must provide for it:
 a Rademacher probe drawn on the host (shaped like the parameters or like the outputs),
-averaged buffers in the step's state, and a refresh on the host after each step. A new
+averaged buffers in the step's state, and a refresh between steps. A new
 preconditioner is one module and one entry in :data:`PRECONDITIONERS`.
 """
 
