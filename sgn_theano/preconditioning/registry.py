@@ -111,7 +111,10 @@ def _kronecker_factored(inputs: PreconditionerInputs) -> Built:
                                        loss_hessian_root(loss, outputs))
         if inputs.total is not None:
             statistics = inputs.total(statistics)
-        keep = inputs.gradient_finite & isfinite(sum(pt.sum(s) for s in statistics))
+        # A NaN or inf entry in a factor's rows reaches its diagonal (a Gram matrix's
+        # off-diagonal entries are bounded by its diagonal's): the traces tell, at a
+        # fraction of the cost of summing every entry of the (785, 785) factors.
+        keep = inputs.gradient_finite & isfinite(sum(pt.trace(s) for s in statistics))
         _, factor_updates = bias_corrected_average(state.factors, state.factor_count,
                                                    statistics, inputs.config.kfac_decay, keep)
         updates.update(factor_updates)
