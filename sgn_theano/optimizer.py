@@ -246,8 +246,7 @@ class SGN:
                 loss, outputs, self.state, self.config, early_exit=loops_can_exit_early(mode),
                 curvature=curvature, parallel=self._parallel, probe=self._probe.symbolic,
                 layers=self.layers)
-        weights = [] if self._parallel is None else [self._parallel.weight,
-                                                     self._parallel.curvature_weight]
+        weights = [] if self._parallel is None else self._parallel.inputs
         # The rows of an input the products do not need (the targets of a squared error,
         # whose Hessian is constant) go unused; `check_inputs` has checked the others.
         self._step = pytensor.function(self.inputs + self._curvature_inputs

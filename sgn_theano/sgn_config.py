@@ -68,6 +68,14 @@ class SGNConfig(Mapping):
         batch (Fashion-MNIST test accuracy stuck near 80% with k = 20); 0.1 fixes that
         and leaves k = 3 as good as before. Lower it for small, smooth full-batch
         problems that need long steps (docs, results: "Robustness").
+    min_damping_rows : int, optional
+        :math:`m_0 \\ge 1`: with a curvature mini-batch of :math:`m > m_0` rows the
+        trust region's floor is ``min_damping`` :math:`\\times m_0 / m`
+        (:func:`sgn_theano.damping.damping_floor`: the curvature estimate's variance
+        falls as :math:`1/m`); ``None`` keeps it at ``min_damping``. The default 100 is
+        the curvature rows of a batch of 1000, where the floor 0.1 was measured; at
+        batch 10000 (1000 rows, floor 0.01) SGN gained about 2 points of test accuracy
+        at 10 s on Fashion-MNIST (docs, results).
     trust_region : bool
         Adapt :math:`\\rho` by the trust-region rule.
     damping_schedule : {"constant", "linear", "cosine"}
@@ -151,6 +159,7 @@ class SGNConfig(Mapping):
     cg_progress_tol: float = 5e-4
     damping: float = 0.1
     min_damping: float = 0.1
+    min_damping_rows: int | None = 100
     max_damping: float = 1e6
     trust_region: bool = True
     damping_schedule: Literal["constant", "linear", "cosine"] = "constant"
@@ -186,6 +195,9 @@ class SGNConfig(Mapping):
             raise SGNInputError(f"`min_damping` ({checked['min_damping']}) exceeds "
                                 f"`max_damping` ({checked['max_damping']}).")
         checked["damping_decay_steps"] = self._checked_decay_steps()
+        if self.min_damping_rows is not None:
+            checked["min_damping_rows"] = check_integer("min_damping_rows",
+                                                        self.min_damping_rows, low=1)
         if self.preconditioner_epsilon is not None:
             checked["preconditioner_epsilon"] = check_float(
                 "preconditioner_epsilon", self.preconditioner_epsilon, low=0.0, low_open=True)

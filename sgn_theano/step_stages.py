@@ -32,6 +32,7 @@ from sgn_theano.curvature import gauss_newton_operator
 from sgn_theano.data_parallel import DataParallel
 from sgn_theano.damping import (
     INCREASE_FACTOR,
+    damping_floor,
     model_decrease_ratio,
     scheduled_damping,
     trust_region_damping,
@@ -345,11 +346,16 @@ def rejection_status(checks: Sequence[tuple[Rejection, TensorVariable]]) -> Tens
 
 
 def next_damping(rho: TensorVariable, ratio: TensorVariable, accepted: TensorVariable,
-                 state: SGNState, config: SGNConfig) -> TensorVariable:
-    """The damping of the next step: the trust-region rule on ``ratio``, or the
-    schedule's next value, raised to at least :math:`3\\rho/2` after a rejected step."""
+                 state: SGNState, config: SGNConfig,
+                 curvature_rows: TensorVariable | None = None) -> TensorVariable:
+    """The damping of the next step: the trust-region rule on ``ratio``, floored by
+    :func:`sgn_theano.damping.damping_floor` for ``curvature_rows`` rows (``None``:
+    ``config.min_damping``), or the schedule's next value, raised to at least
+    :math:`3\\rho/2` after a rejected step."""
     if config.trust_region:
-        return trust_region_damping(rho, ratio, min_damping=config.min_damping,
+        floor = config.min_damping if curvature_rows is None else damping_floor(
+            config.min_damping, pt.cast(curvature_rows, rho.dtype), config.min_damping_rows)
+        return trust_region_damping(rho, ratio, min_damping=floor,
                                     max_damping=config.max_damping)
     scheduled = pt.cast(scheduled_damping(
         state.step_count + 1, initial=config.damping, final=config.min_damping,
@@ -466,8 +472,10 @@ def build_step(loss: TensorVariable, outputs: TensorVariable, state: SGNState,
                             total=None if parallel is None else parallel.total)
     status, ratio = step_status(batch_loss, gradient_finite, solution, rhs, direction,
                                 damped_curvature, slope, size, config)
+    curvature_rows = (curvature_outputs.shape[0] if parallel is None
+                      else parallel.curvature_rows)
     updates[rho] = next_damping(rho, ratio, pt.eq(status, Rejection.ACCEPTED.value), state,
-                                config)
+                                config, curvature_rows)
     updates.update(accepted_step_updates(state, status, size.step_size, direction, solution.x))
     step_outputs = StepOutputs(
         loss=batch_loss, loss_after=size.loss_after, damping=rho, ratio=ratio,

@@ -10,8 +10,10 @@ from helpers import TEST_MODE
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sgn_theano import SGN, squared_error
 from sgn_theano.damping import (
     SCHEDULES,
+    damping_floor,
     model_decrease_ratio,
     scheduled_damping,
     trust_region_damping,
@@ -77,3 +79,37 @@ def test_schedules_decay_to_the_final_damping_and_stay(schedules, name, expected
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="Unknown damping schedule 'exponential'"):
         scheduled_damping(pt.lscalar(), initial=1.0, final=0.1, steps=5, schedule="exponential")
+
+
+@pytest.mark.parametrize("rows, floor", [(1, 0.1), (100, 0.1), (200, 0.05), (1000, 0.01)])
+def test_the_floor_falls_as_one_over_the_curvature_rows_beyond_the_reference(rows, floor):
+    curvature_rows = pt.dscalar("rows")
+    function = pytensor.function([curvature_rows], [damping_floor(0.1, curvature_rows, 100),
+                                                    damping_floor(0.1, curvature_rows, None)],
+                                 mode=TEST_MODE)
+    scaled, fixed = function(rows)
+    assert float(scaled) == pytest.approx(floor) and float(fixed) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("batch, reference_rows, floor", [
+    (400, 100, 0.025), (400, None, 0.1), (80, 100, 0.1)])
+def test_sgn_damping_falls_to_the_floor_of_its_curvature_rows(batch, reference_rows, floor):
+    """Linear least squares: every step's ratio is near 1, so the trust region lowers
+    the damping (by 2/3 a step) until it meets the floor of the step's curvature rows
+    (here every row: ``curvature_fraction=1``), and never goes below it."""
+    rng = np.random.default_rng(0)
+    x, targets = pt.matrix("x"), pt.matrix("t")
+    weights = pytensor.shared(rng.normal(size=(3, 2)), name="w")
+    outputs = x @ weights
+    optimizer = SGN(squared_error(outputs, targets), [weights], outputs, [x, targets],
+                    curvature_fraction=1.0, min_damping_rows=reference_rows,
+                    preconditioner=None, model_momentum=False, mode=TEST_MODE)
+    inputs = rng.normal(size=(batch, 3))
+    truth = rng.normal(size=(3, 2))
+    dampings = []
+    for _ in range(12):
+        noisy = inputs @ truth + 0.1 * rng.normal(size=(batch, 2))
+        assert optimizer.step(inputs, noisy).accepted
+        dampings.append(optimizer.damping)
+    assert min(dampings) == pytest.approx(floor)
+    assert dampings[-1] == pytest.approx(floor)

@@ -152,7 +152,7 @@ class FirstOrder:
                  mode=None, parallel: DataParallel | None = None):
         self._variables = list(updates)
         self._inputs, self._parallel = list(inputs), parallel
-        weights = [] if parallel is None else [parallel.weight, parallel.curvature_weight]
+        weights = [] if parallel is None else parallel.inputs
         mode = check_mode(mode)
         self._function = pytensor.function(self._inputs + weights, loss, updates=updates,
                                            mode=mode, on_unused_input="ignore")
