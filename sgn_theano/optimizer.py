@@ -45,6 +45,7 @@ from sgn_theano.errors import SGNInputError
 from sgn_theano.preconditioning.host_probe import HostProbe
 from sgn_theano.preconditioning.kronecker_factored import inverse_refresh_updates, refresh_due
 from sgn_theano.preconditioning.layer_detection import find_layers
+from sgn_theano.preconditioning.positive_inverse import one_host_blas_thread
 from sgn_theano.preconditioning.loop_layers import layers_in_loops
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
@@ -320,7 +321,8 @@ class SGN:
         self._step_count += 1  # as the compiled step counts: every call that returned
         if self.inverse_refresh is not None and refresh_due(self._step_count,
                                                             self.config.kfac_inverse_interval):
-            self.inverse_refresh()
+            with one_host_blas_thread():  # no spinning LAPACK threads left for the next step
+                self.inverse_refresh()
         return info
 
     def _refuse_non_finite_device_batch(self, arrays: list, info: StepInfo) -> None:

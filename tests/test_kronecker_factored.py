@@ -259,3 +259,26 @@ def test_wide_factors_get_a_low_rank_plus_isotropic_inverse(spectrum):
     np.testing.assert_array_equal(
         pytensor.function([left], times_inverse(left, pytensor.shared(fresh), "left"),
                           mode=TEST_MODE)(left_value), left_value)
+
+
+def test_the_refresh_runs_the_host_blas_on_one_thread():
+    """K-FAC's refresh (LAPACK in C mode) runs with every BLAS library of the process on
+    one thread, and their thread counts are restored after: worker threads left spinning
+    would slow the next step."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    loss, outputs, params, inputs = plain_classifier()
+    optimizer = SGN(loss, params, outputs, inputs, curvature_fraction=0.6, mode=TEST_MODE)
+    refresh, seen = optimizer.inverse_refresh, []
+
+    def watched():
+        seen.append({info["filepath"]: info["num_threads"]
+                     for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"})
+        refresh()
+
+    optimizer.inverse_refresh = watched
+    before = {info["filepath"]: info["num_threads"]
+              for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+    optimizer.step(*batch(0))  # a refresh is due after the first step
+    assert len(seen) == 1 and set(seen[0].values()) == {1}
+    assert {info["filepath"]: info["num_threads"] for info in threadpoolctl.threadpool_info()
+            if info["user_api"] == "blas"} == before
