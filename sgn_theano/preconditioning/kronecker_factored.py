@@ -72,6 +72,7 @@ from pytensor.ifelse import ifelse
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.block_layout import Blocks
+from sgn_theano.compat import isfinite
 from sgn_theano.preconditioning.layer_detection import KroneckerLayer
 from sgn_theano.preconditioning.positive_inverse import positive_definite_inverse
 
@@ -278,7 +279,7 @@ def _damped_inverse(matrix: TensorVariable, shift: TensorVariable, rank: int,
     if dimension > EXACT_INVERSE_LIMIT:
         return _low_rank_damped_inverse(matrix, shift, rank, previous)
     inverse = positive_definite_inverse(matrix + shift * pt.eye(dimension, dtype="float64"))
-    factored = pt.all(pt.isfinite(inverse))
+    factored = isfinite(pt.sum(inverse))
     if definite:
         if previous is None:
             return inverse
