@@ -45,8 +45,8 @@ from sgn_theano.errors import SGNInputError
 from sgn_theano.preconditioning.host_probe import HostProbe
 from sgn_theano.preconditioning.kronecker_factored import inverse_refresh_updates, refresh_due
 from sgn_theano.preconditioning.layer_detection import find_layers
-from sgn_theano.preconditioning.positive_inverse import one_host_blas_thread
 from sgn_theano.preconditioning.loop_layers import layers_in_loops
+from sgn_theano.preconditioning.positive_inverse import one_host_blas_thread
 from sgn_theano.sgn_config import SGNConfig
 from sgn_theano.sgn_state import SGNState
 from sgn_theano.step_stages import Rejection, StepInfo, build_step, gauss_newton_direction
@@ -341,7 +341,7 @@ class SGN:
     def warm_up(self, *batch) -> None:
         """Compile the step for batches shaped like ``batch``, before any timed step: one
         :meth:`step` taken and undone, every state array restored bit for bit
-        (:meth:`state_dict`), and K-FAC's :attr:`inverse_refresh` run once. Backends
+        (:meth:`state_dict`), K-FAC's :attr:`inverse_refresh` run once with it. Backends
         that compile at the first call (JAX's JIT, NUMBA) compile here; in C mode the step
         was compiled at construction, and this only costs a step. A data-parallel SGN
         calls it on every process, each with its shard.
@@ -353,7 +353,8 @@ class SGN:
         """
         saved = self.state_dict()
         self.step(*batch)
-        if self.inverse_refresh is not None:
+        if self.inverse_refresh is not None and not refresh_due(
+                self._step_count, self.config.kfac_inverse_interval):  # the step did not
             self.inverse_refresh()
         self.load_state_dict(saved)
 

@@ -182,6 +182,29 @@ def test_inverses_use_factored_tikhonov_damping():
         np.testing.assert_array_equal(s_inverse, s_inverse.T)
 
 
+def test_a_failed_factorization_keeps_the_last_inverse():
+    """A factor positive semi-definite by construction whose damped Cholesky factorization
+    fails anyway (here, given one with a negative eigenvalue beyond the shift) keeps the
+    last refresh's inverse; the other factor is inverted as usual."""
+    a, s = np.diag([2.0, -1.0, 1.0]), np.diag([1.0, 2.0])
+    previous = (np.full((3, 3), 7.0), np.full((2, 2), 5.0))
+    a_inverse, s_inverse = evaluated(damped_inverses(a, s, 0.01, previous=previous))
+    np.testing.assert_array_equal(a_inverse, previous[0])
+    ratio = np.sqrt((np.trace(a) / 3) / (np.trace(s) / 2))
+    np.testing.assert_allclose(s_inverse, np.linalg.inv(s + 0.1 / ratio * np.eye(2)))
+
+
+def test_a_refresh_before_any_averaged_factor_keeps_the_inverses():
+    loss, outputs, params, inputs = plain_classifier()
+    optimizer = SGN(loss, params, outputs, inputs, curvature_fraction=0.6, mode=TEST_MODE)
+    fresh = [inverse.get_value() for inverse in optimizer.state.factor_inverses]
+    optimizer.inverse_refresh()
+    for inverse, value in zip(optimizer.state.factor_inverses, fresh):
+        np.testing.assert_array_equal(inverse.get_value(), value)
+    optimizer.step(*batch(0))  # one averaged estimate, and a refresh
+    assert not np.allclose(optimizer.state.factor_inverses[0].get_value(), fresh[0])
+
+
 def test_kfac_state_resumes_exactly_and_refreshes_on_schedule():
     loss, outputs, params, inputs = plain_classifier()
     optimizer = SGN(loss, params, outputs, inputs, preconditioner="kfac",
