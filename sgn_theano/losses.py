@@ -8,6 +8,7 @@ twice. ``B`` is the batch size (the first axis of ``outputs``).
 
 from __future__ import annotations
 
+import numpy as np
 import pytensor.tensor as pt
 from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.variable import TensorVariable
@@ -46,7 +47,10 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
     labels : TensorVariable
         Integer labels in ``[0, C)``, shape ``(B,)``; a label outside raises
         :class:`~sgn_theano.errors.SGNInputError` (a ``ValueError``) when the compiled
-        function runs in C or NUMBA (before any update applies).
+        function runs in C or NUMBA (before any update applies). JAX cannot raise inside
+        a compiled function: there the loss of a batch with such a label is NaN, and
+        :class:`~sgn_theano.optimizer.SGN` raises the same error after the step it
+        rejects (:mod:`sgn_theano.compilation.jax_shapes`).
     """
     _require_ndim("logits", logits, 2)
     _require_ndim("labels", labels, 1)
@@ -60,7 +64,8 @@ def softmax_cross_entropy(logits: TensorVariable, labels: TensorVariable) -> Ten
     zero, one = pt.constant(0, dtype="int64"), pt.constant(1, dtype="int64")
     rows = pt.arange(zero, pt.cast(labels.shape[0], "int64"), one)
     picked = log_probabilities[rows, labels]
-    loss = -pt.mean(picked)
+    # NaN for a label out of range where the check cannot raise (JAX); 0 elsewhere.
+    loss = -pt.mean(picked) + pt.switch(in_range, 0, np.nan).astype(logits.dtype)
     probabilities = pt.exp(log_probabilities)
     batch = _batch_size(logits)
 

@@ -266,6 +266,10 @@ class SGN:
             self.inverse_refresh = pytensor.function([], [], updates=inverse_refresh_updates(
                 self.state, self.config, loss_hessian_root(*curvature) is not None), mode=mode)
         self._step_count = int(self.state.step_count.get_value())
+        # JAX cannot raise inside the step: a failed check of the graph's shows as a
+        # non-finite loss, and raises on the host after the step that rejects it.
+        self._host_checks = (validation.HostChecks(loss, self.inputs) if is_jax_mode(mode)
+                             else None)
         if self._parallel is not None:
             self._parallel.broadcast(self.params)
 
@@ -317,7 +321,7 @@ class SGN:
                   else self._parallel.run(self._step, *arguments))
         info = StepInfo.from_outputs(np.asarray(packed))  # the step's one device-to-host copy
         if info.reason == Rejection.NON_FINITE_GRADIENT.reason:
-            self._refuse_non_finite_device_batch(shard.arrays, info)
+            self._refuse_bad_batch_after_rejection(shard.arrays, info)
         self._step_count += 1  # as the compiled step counts: every call that returned
         if self.inverse_refresh is not None and refresh_due(self._step_count,
                                                             self.config.kfac_inverse_interval):
@@ -325,18 +329,27 @@ class SGN:
                 self.inverse_refresh()
         return info
 
-    def _refuse_non_finite_device_batch(self, arrays: list, info: StepInfo) -> None:
-        """After a step that found a non-finite loss or gradient, raise the error a host
-        array with NaN or inf gets before the step
-        (:func:`~sgn_theano.validation.check_batch`) if an array on a device has one
-        (their values are read only now), with the state as it was: the rejected step
-        kept the parameters and averages, and its damping and step count are undone."""
+    def _refuse_bad_batch_after_rejection(self, arrays: list, info: StepInfo) -> None:
+        """After a step that found a non-finite loss or gradient, raise the error the
+        batch gets before the step in C mode, with the state as it was (the rejected step
+        kept the parameters and averages; its damping and step count are undone here):
+        NaN or inf in an array on a device, whose values are read only now
+        (:func:`~sgn_theano.validation.check_batch`), and in JAX mode a failed check of
+        the graph's (:class:`~sgn_theano.validation.HostChecks`)."""
+        def restore_state():
+            self.state.damping.set_value(np.asarray(info.damping, dtype=self.dtype))
+            self.state.step_count.set_value(np.int64(self._step_count))
         for index, array in enumerate(arrays):
             if (validation.is_device_array(array) and np.dtype(array.dtype).kind == "f"
                     and not np.isfinite(np.asarray(array)).all()):
-                self.state.damping.set_value(np.asarray(info.damping, dtype=self.dtype))
-                self.state.step_count.set_value(np.int64(self._step_count))
+                restore_state()
                 raise SGNInputError(validation.non_finite_message(self.inputs, index))
+        if self._host_checks is not None:
+            try:
+                self._host_checks(arrays)
+            except SGNInputError:
+                restore_state()
+                raise
 
     def warm_up(self, *batch) -> None:
         """Compile the step for batches shaped like ``batch``, before any timed step: one

@@ -15,12 +15,14 @@ import pytensor
 import pytensor.tensor
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
+from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.variable import TensorVariable
 
 from sgn_theano.errors import SGNInputError, SGNInputTypeError
 
 __all__ = [
+    "HostChecks",
     "batched",
     "is_batched",
     "is_device_array",
@@ -281,3 +283,52 @@ def set_checked_values(targets: Sequence[tuple[str, SharedVariable, object]]) ->
         arrays.append(array)
     for (_, variable, _), array in zip(targets, arrays):
         variable.set_value(np.array(array, copy=True))
+
+
+class HostChecks:
+    """The library's own checks in a graph (``CheckAndRaise`` ops raising
+    :class:`~sgn_theano.errors.SGNInputError`, such as the label range of
+    :func:`~sgn_theano.losses.softmax_cross_entropy`), run on a batch on the host.
+
+    JAX mode cannot raise inside a compiled function: there a failed check shows as a
+    non-finite loss, and the optimizer calls this after rejecting the step to raise the
+    error C and NUMBA raise. The checks compile at the first call (a failure path only),
+    in the default mode (:func:`sgn_theano.compilation.modes.compile_mode`), with the
+    shared variables they read as inputs, their values copied from where they are (a JAX
+    device's arrays are no C-mode values).
+
+    Parameters
+    ----------
+    loss : TensorVariable
+        The graph whose checks run.
+    inputs : list of TensorVariable
+        Its free inputs, in the order of the batch arrays.
+    """
+
+    def __init__(self, loss: TensorVariable, inputs: Sequence[TensorVariable]):
+        from pytensor.raise_op import CheckAndRaise
+
+        self.inputs = list(inputs)
+        #: The checked values, one per library check in ``loss``'s graph.
+        self.checked = [variable for variable in ancestors([loss])
+                        if variable.owner is not None
+                        and isinstance(variable.owner.op, CheckAndRaise)
+                        and issubclass(variable.owner.op.exc_type, SGNInputError)]
+        self._function = None
+
+    def __call__(self, arrays: Sequence) -> None:
+        """Raise the error of the first check that ``arrays`` (host or device arrays,
+        copied to the host) fail; return quietly if they pass."""
+        if not self.checked:
+            return
+        shared = [variable for variable in ancestors(self.checked)
+                  if isinstance(variable, SharedVariable)]
+        if self._function is None:
+            from sgn_theano.compilation.modes import compile_mode
+
+            stand_ins = [variable.type() for variable in shared]
+            checked = graph_replace(self.checked, dict(zip(shared, stand_ins)))
+            self._function = pytensor.function(self.inputs + stand_ins, checked,
+                                               mode=compile_mode(), on_unused_input="ignore")
+        self._function(*[np.asarray(array) for array in arrays],
+                       *[np.asarray(variable.get_value()) for variable in shared])

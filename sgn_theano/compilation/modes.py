@@ -199,14 +199,18 @@ def prepare_jax_backend() -> None:
     """What JAX mode needs before it compiles an SGN step (idempotent, imports JAX):
     :func:`fix_jax_reductions`, :func:`fix_jax_alloc`, :func:`fix_jax_arange`, while
     loops for the scans that stop early
-    (:func:`sgn_theano.compilation.jax_loops.register_while_scans`), and JAX versions of
+    (:func:`sgn_theano.compilation.jax_loops.register_while_scans`), shape arithmetic
+    done while tracing (:func:`sgn_theano.compilation.jax_shapes.register_traced_shapes`),
+    and JAX versions of
     the library's ops (those registered with :func:`register_backend_preparer`)."""
     from sgn_theano.compilation.jax_loops import register_while_scans
+    from sgn_theano.compilation.jax_shapes import register_traced_shapes
 
     fix_jax_reductions()
     fix_jax_alloc()
     fix_jax_arange()
     register_while_scans()
+    register_traced_shapes()
     _run_preparers("JAX")
 
 

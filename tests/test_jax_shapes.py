@@ -1,0 +1,107 @@
+"""Shapes JAX can see (:mod:`sgn_theano.compilation.jax_shapes`): sizes, reshapes, slice
+bounds and checks computed from a batch size the graph does not fix, in JAX mode."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.raise_op import Assert
+
+from helpers import NEEDS_JAX
+from sgn_theano import SGN, adam, compile_mode, softmax_cross_entropy
+from sgn_theano.errors import SGNInputError
+from sgn_theano.models import mlp
+
+pytestmark = NEEDS_JAX
+
+
+def test_reshapes_and_slices_from_computed_sizes_in_jax_mode():
+    # `x.shape[0] * 2` and `x.shape[0] // 2` are arithmetic on a shape: JAX traced them
+    # and refused them as a reshape's size and as a slice bound.
+    x = pt.matrix("x", dtype="float32")
+    folded = x.reshape((x.shape[0] * 2, x.shape[1] // 2))
+    half = x[: x.shape[0] // 2]
+    function = pytensor.function([x], [folded.sum(axis=1), half * 2],
+                                 mode=compile_mode("JAX"))
+    for rows in (6, 3):  # a batch size the graph does not fix
+        value = np.arange(rows * 4, dtype="float32").reshape(rows, 4)
+        sums, doubled = function(value)
+        np.testing.assert_allclose(sums, value.reshape(rows * 2, 2).sum(axis=1))
+        np.testing.assert_allclose(doubled, value[: rows // 2] * 2)
+
+
+def test_a_scan_over_a_reshaped_batch_trains_with_adam_in_jax_mode():
+    # A plain `scan` RNN over the rows of flattened images, as users write it: its number
+    # of steps is computed from the reshape. Its loss in JAX mode is C mode's.
+    def network():
+        x, y = pt.matrix("x", dtype="float64"), pt.ivector("y")
+        rng = np.random.default_rng(0)
+        w = pytensor.shared(rng.normal(size=(4, 5)) / 2, name="W")
+        u = pytensor.shared(rng.normal(size=(5, 5)) / 3, name="U")
+        v = pytensor.shared(rng.normal(size=(5, 3)) / 2, name="V")
+        rows = x.reshape((x.shape[0], -1, 4)).dimshuffle(1, 0, 2)
+        states = pytensor.scan(lambda row, h: pt.tanh(row @ w + h @ u), sequences=[rows],
+                               outputs_info=[pt.zeros((x.shape[0], 5))], return_updates=False)
+        logits = states[-1] @ v
+        loss = -pt.mean(pt.special.log_softmax(logits, axis=1)[pt.arange(y.shape[0]), y])
+        return [x, y], loss, [w, u, v]
+
+    rng = np.random.default_rng(1)
+    batches = [(rng.normal(size=(rows, 12)), rng.integers(0, 3, rows).astype("int32"))
+               for rows in (8, 8, 5)]
+    losses = {}
+    for mode in ("C", "JAX"):
+        inputs, loss, params = network()
+        train = pytensor.function(inputs, loss, updates=adam(loss, params, 0.05),
+                                  mode=compile_mode(mode))
+        losses[mode] = [float(train(*batch)) for batch in batches]
+    np.testing.assert_allclose(losses["JAX"], losses["C"], rtol=1e-6)
+
+
+def test_a_shape_check_runs_while_jax_traces():
+    # PyTensor's broadcast check compares two batch sizes: computed at trace time, it
+    # raises where it used to be dropped with a warning.
+    x, z = pt.matrix("x"), pt.matrix("z")
+    checked = Assert("the batches differ")(x, pt.eq(x.shape[0], z.shape[0]))
+    function = pytensor.function([x, z], checked + z, mode=compile_mode("JAX"))
+    np.testing.assert_allclose(function(np.ones((2, 3)), np.ones((2, 3))), 2 * np.ones((2, 3)))
+    with pytest.raises(AssertionError, match="the batches differ"):
+        function(np.ones((2, 3)), np.ones((4, 3)))
+
+
+def test_a_check_on_traced_values_warns_once():
+    x = pt.vector("x")
+    checked = Assert("x must be positive")(x, pt.all(x > 0))
+    with pytest.warns(UserWarning, match="x must be positive"):
+        pytensor.function([x], checked * 2, mode=compile_mode("JAX"))(np.ones(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pytensor.function([x], checked * 3, mode=compile_mode("JAX"))(np.ones(3))
+
+
+def test_a_label_out_of_range_raises_in_jax_mode_with_the_state_untouched():
+    """JAX cannot raise inside the step: the loss of a bad label is NaN there, SGN rejects
+    the step and raises the error C mode raises, with the state as it was; building and
+    stepping print no warning."""
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+    logits, params = mlp(x, [6, 5, 3], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer = SGN(softmax_cross_entropy(logits, y), params, logits, [x, y],
+                        mode=compile_mode("JAX"))
+        rng = np.random.default_rng(0)
+        x_batch = rng.normal(size=(20, 6)).astype("float32")
+        y_batch = rng.integers(0, 3, 20).astype("int32")
+        optimizer.step(x_batch, y_batch)
+    saved = optimizer.state_dict()
+    with pytest.raises(SGNInputError, match="label is out of range"):
+        optimizer.step(x_batch, np.where(y_batch == 2, 3, y_batch).astype("int32"))
+    after = optimizer.state_dict()
+    for role, arrays in saved["state"].items():
+        assert [a.tobytes() for a in arrays] == [a.tobytes() for a in after["state"][role]], role
+    assert optimizer.step_count == 1
+    assert np.isfinite(optimizer.step(x_batch, y_batch).loss)
