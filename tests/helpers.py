@@ -109,3 +109,34 @@ def unflatten(vector: np.ndarray, params) -> list[np.ndarray]:
         blocks.append(vector[start : start + value.size].reshape(value.shape).astype(value.dtype))
         start += value.size
     return blocks
+
+
+def count_device_reads(optimizer, monkeypatch) -> tuple[list, list]:
+    """Count where a JAX-mode :class:`~sgn_theano.SGN` reads values back from the device:
+    each device array its compiled step or K-FAC refresh returns (``"output"``,
+    ``"refresh output"``), and each ``get_value`` of a shared variable (its name). JAX on
+    the CPU shares host memory, so the reads are counted where they would happen on a
+    GPU. Returns ``(reads, refreshes)``, lists the steps append to."""
+    import jax
+
+    reads, refreshes = [], []
+    get_value = pytensor.compile.sharedvalue.SharedVariable.get_value
+    monkeypatch.setattr(pytensor.compile.sharedvalue.SharedVariable, "get_value",
+                        lambda self, *a, **k: reads.append(self.name) or get_value(self, *a, **k))
+    compiled, refresh = optimizer._step, optimizer.inverse_refresh
+
+    def counted(*arguments):
+        returned = compiled(*arguments)
+        reads.extend(["output"] * sum(isinstance(value, jax.Array) for value in (
+            returned if isinstance(returned, (list, tuple)) else [returned])))
+        return returned
+
+    def counted_refresh():
+        returned = refresh()
+        refreshes.append(returned)
+        reads.extend(["refresh output"] * len(returned))
+
+    optimizer._step = counted
+    if refresh is not None:
+        optimizer.inverse_refresh = counted_refresh
+    return reads, refreshes

@@ -9,7 +9,7 @@ import pytensor.tensor as pt
 import pytest
 from test_optimizer import DAMPING, exact_direction
 
-from helpers import NEEDS_JAX, flatten, unflatten
+from helpers import NEEDS_JAX, count_device_reads, flatten, unflatten
 from sgn_theano import SGN, softmax_cross_entropy
 from sgn_theano.models import mlp
 from sgn_theano.compilation.modes import compile_mode
@@ -93,38 +93,13 @@ def test_a_jax_mode_step_reads_one_array_back_from_the_device(monkeypatch):
     """A JAX-mode :meth:`SGN.step` (K-FAC, the default) reads one array back to the host:
     the compiled step returns one packed vector of diagnostics, and nothing else reads
     device values (no ``get_value`` of the state), at the steps that refresh K-FAC's
-    inverses too (after steps 1 and 11 here: a compiled function of no output). JAX on
-    the CPU shares host memory, so the reads are counted where they would happen on a
-    GPU: each device array the step or the refresh returns, and each ``get_value`` of a
-    shared variable."""
-    import jax
-
+    inverses too (after steps 1 and 11 here: a compiled function of no output), counted
+    by :func:`helpers.count_device_reads`."""
     x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
     logits, params = mlp(x, [6, 5, 3], seed=0)
     optimizer = SGN(softmax_cross_entropy(logits, y), params, logits, [x, y],
                     mode=compile_mode("JAX"))
-    reads = []
-    get_value = pytensor.compile.sharedvalue.SharedVariable.get_value
-    monkeypatch.setattr(pytensor.compile.sharedvalue.SharedVariable, "get_value",
-                        lambda self, *a, **k: reads.append(self.name) or get_value(self, *a, **k))
-    compiled = optimizer._step
-
-    def counted(*arguments):
-        returned = compiled(*arguments)
-        reads.extend(["output"] * sum(isinstance(value, jax.Array) for value in (
-            returned if isinstance(returned, (list, tuple)) else [returned])))
-        return returned
-
-    optimizer._step = counted
-    refresh, refreshes = optimizer.inverse_refresh, []
-
-    def counted_refresh():
-        returned = refresh()
-        refreshes.append(returned)
-        reads.extend(["refresh output"] * len(returned))
-
-    optimizer.inverse_refresh = counted_refresh
-
+    reads, refreshes = count_device_reads(optimizer, monkeypatch)
     rng = np.random.default_rng(0)
     identity = optimizer.state.factor_inverses[0].get_value()
     for step in range(1, 13):

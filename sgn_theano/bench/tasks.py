@@ -129,7 +129,7 @@ def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int) -> tuple[Ten
 
 def plain_rnn(x: TensorVariable, sizes, activation: str, seed: int
               ) -> tuple[TensorVariable, list]:
-    """A recurrent network in plain PyTensor over the rows of each image, read out from
+    r"""A recurrent network in plain PyTensor over the rows of each image, read out from
     its last state: :math:`h_t = \phi(x_t W + h_{t-1} U + b)`, :math:`z = h_T V + c`,
     written with ``scan`` (the weights in the step's closure), ``sizes`` = (row length,
     hidden units, classes); :math:`W, V \sim \mathcal N(0, 1 / n_{in})`, :math:`U` a
