@@ -1,9 +1,9 @@
 """Every network of ``sgn-bench`` trains in JAX mode, the GPU path, with batch sizes the
 graph does not fix: SGN at its defaults and Adam (1e-2), on real data (Fashion-MNIST, a
-sine of frequency 1) or CIFAR-10-format files, the loss falling by a twentieth in 12 steps; plus networks of shapes that no benchmark
-has (a CNN of the library's layers, a GRU written in plain PyTensor), and one
-device-to-host read per SGN step on LeNet-5 and the RNN. Slow: each JAX compile of a
-whole step takes seconds."""
+sine of frequency 1) or CIFAR-10-format files, the loss falling by a twentieth in 12
+steps; plus networks of shapes that no benchmark has (a CNN of the library's layers, a
+GRU written in plain PyTensor), and one device-to-host read per SGN step on LeNet-5 and
+the RNN. Slow: each JAX compile of a whole step takes seconds."""
 
 from __future__ import annotations
 

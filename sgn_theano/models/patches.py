@@ -345,10 +345,13 @@ _JAX_REGISTERED = False
 def register_jax() -> None:
     """Give PyTensor's JAX backend these ops (idempotent; imports JAX).
 
-    :class:`ExtractPatches` becomes ``jax.lax.conv_general_dilated_patches`` (XLA's
-    convolution with one-hot filters, at full float32 precision, so GPUs do not round
-    it to TF32) with its features reordered channels fastest; :class:`FoldPatches` is
-    its transpose (``jax.linear_transpose``), XLA's transposed convolution. JAX needs
+    :class:`ExtractPatches` becomes the ``k_h k_w`` strided slices of the images, one
+    per kernel position, joined along the features (position slowest, channels
+    fastest): data movement only, which XLA fuses into one copy. (XLA's
+    ``conv_general_dilated_patches``, a convolution with one-hot filters, does
+    ``k_h k_w C`` multiply-adds per patch feature: LeNet-5's gradient took 574 ms at
+    batch 1000 on 2 CPU cores with it, 3.7 times the C mode's.) :class:`FoldPatches` is
+    its transpose (``jax.linear_transpose``: the slices added back in place). JAX needs
     static shapes: ``FoldPatches`` takes ``H`` and ``W`` from its output type.
     """
     global _JAX_REGISTERED
@@ -361,14 +364,12 @@ def register_jax() -> None:
         kernel_h, kernel_w, stride = op.kernel_h, op.kernel_w, op.stride
 
         def extract(images):
-            patches = jax.lax.conv_general_dilated_patches(
-                images, (kernel_h, kernel_w), (stride, stride), "VALID",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                precision=jax.lax.Precision.HIGHEST)
-            batch, rows, columns, _ = patches.shape  # features (c, u, v): channels slowest
-            channels = images.shape[3]
-            return patches.reshape(batch, rows, columns, channels, kernel_h * kernel_w
-                                   ).swapaxes(3, 4).reshape(batch, rows, columns, -1)
+            rows = (images.shape[1] - kernel_h) // stride + 1
+            columns = (images.shape[2] - kernel_w) // stride + 1
+            return jax.numpy.concatenate(
+                [images[:, u:u + (rows - 1) * stride + 1:stride,
+                        v:v + (columns - 1) * stride + 1:stride, :]
+                 for u in range(kernel_h) for v in range(kernel_w)], axis=3)
         return extract
 
     @jax_funcify.register(ExtractPatches)
