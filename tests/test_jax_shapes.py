@@ -9,6 +9,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
 from pytensor.raise_op import Assert
 
 from helpers import NEEDS_JAX
@@ -105,3 +107,28 @@ def test_a_label_out_of_range_raises_in_jax_mode_with_the_state_untouched():
         assert [a.tobytes() for a in arrays] == [a.tobytes() for a in after["state"][role]], role
     assert optimizer.step_count == 1
     assert np.isfinite(optimizer.step(x_batch, y_batch).loss)
+
+
+def test_a_reshape_to_a_shape_from_array_values_names_the_node():
+    x = pt.matrix("x")
+    rows = pt.cast(x[0, 0], "int64")  # a size read from the data: JAX cannot trace it
+    function = pytensor.function([x], x.reshape((rows, -1)), mode=compile_mode("JAX"))
+    with pytest.raises(NotImplementedError, match="depends on the values of arrays"):
+        function(np.full((2, 3), 3.0))
+
+
+class HostOnlyDouble(Op):
+    """An op with a Python implementation only, as a user may write one."""
+
+    def make_node(self, x):
+        return Apply(self, [x], [x.type()])
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = 2 * inputs[0]
+
+
+def test_an_op_jax_cannot_translate_is_named_with_what_to_do():
+    x = pt.matrix("x")
+    with pytest.raises(NotImplementedError, match="JAX mode cannot compile HostOnlyDouble.*"
+                                                  "mode 'C' or 'NUMBA'"):
+        pytensor.function([x], HostOnlyDouble()(x).sum(), mode=compile_mode("JAX"))

@@ -9,13 +9,17 @@ a tracer, and ``jnp.reshape`` refuses it ("Shapes must be 1D sequences of concre
 of integer type") as does indexing ("Slice entries must be static integers"): LeNet-5 and
 every ``scan`` over a reshaped input failed to compile, whatever the optimizer.
 
-:func:`register_traced_shapes` makes every node whose outputs are integers or booleans
-(scalars and short vectors: shapes, sizes, slice bounds, their checks) run on the host
-with the op's own Python implementation when none of its inputs is a tracer, at trace
-time, so its outputs stay concrete for the nodes after it; a node with a traced input, or
-whose outputs turn out larger than :data:`MAX_HOST_SIZE` elements, runs as PyTensor
-translates it. Nothing changes at run time: XLA sees constants where it saw arithmetic on
+:func:`register_traced_shapes` makes every node whose outputs are numbers or integer and
+boolean vectors (shapes, sizes, slice bounds, the scalars computed from them, their
+checks), loops and random draws aside, run on the host with the op's own Python
+implementation when none of its inputs is a tracer, at trace time, so its outputs stay
+concrete for the nodes after it; a node with a traced input, or whose outputs turn out
+larger than :data:`MAX_HOST_SIZE` elements, runs as PyTensor translates it. Nothing changes at run time: XLA sees constants where it saw arithmetic on
 constants. ``jit`` traces anew for each new input shape, so the batch size stays free.
+
+A reshape takes any shape that is concrete while tracing; one that depends on the values
+of arrays, and an op JAX has no translation for, raise ``NotImplementedError`` naming the
+node and what to change.
 
 Checks (``CheckAndRaise``, ``Assert``) whose conditions are concrete then run while
 tracing: a shape mismatch raises the op's own error at the first call of that shape.
@@ -32,7 +36,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["MAX_HOST_SIZE", "register_traced_shapes", "registered"]
+__all__ = ["MAX_HOST_SIZE", "register_traced_shapes"]
 
 #: The most elements an output computed on the host while tracing may have; a larger one
 #: (``pt.arange(batch)``...) is computed by JAX, as PyTensor translates it.
@@ -42,23 +46,20 @@ _REGISTERED = False
 _WARNED_CHECKS: set[str] = set()
 
 
-def registered() -> bool:
-    """Whether :func:`register_traced_shapes` has run in this process."""
-    return _REGISTERED
-
-
 def register_traced_shapes() -> None:
-    """Register the host evaluation of shape nodes and the checks' translation with
-    PyTensor's JAX backend (idempotent; imports JAX)."""
+    """Register the host evaluation of shape nodes, and the translations of reshapes and
+    checks, with PyTensor's JAX backend (idempotent; imports JAX)."""
     global _REGISTERED
     if _REGISTERED:
         return
     import jax
+    from pytensor.graph.basic import Constant
     from pytensor.graph.fg import FunctionGraph
     from pytensor.link.jax.dispatch import jax_funcify
     from pytensor.link.jax.dispatch.basic import jax_typify
     from pytensor.link.utils import fgraph_to_python
     from pytensor.raise_op import CheckAndRaise
+    from pytensor.tensor.shape import Reshape
 
     from sgn_theano.errors import SGNInputError
 
@@ -68,6 +69,23 @@ def register_traced_shapes() -> None:
         return fgraph_to_python(fgraph, _on_host_while_concrete(jax_funcify),
                                 type_conversion_fn=jax_typify, fgraph_name=fgraph_name,
                                 **kwargs)
+
+    @jax_funcify.register(Reshape)
+    def reshape_to_concrete_shape(op, node=None, **kwargs):
+        shape = node.inputs[1]
+
+        def reshape(x, sizes):
+            if isinstance(shape, Constant):
+                return jax.numpy.reshape(x, tuple(int(size) for size in shape.data))
+            sizes = list(sizes)
+            if any(isinstance(size, jax.core.Tracer) for size in sizes):
+                raise NotImplementedError(
+                    f"JAX mode cannot compile {node}: the shape it reshapes to depends on "
+                    f"the values of arrays, not only on their shapes and on constants "
+                    f"({shape}). Compute the shape from `x.shape` and constants (or use "
+                    f"-1 for one axis), or compile in mode 'C' or 'NUMBA'.")
+            return jax.numpy.reshape(x, tuple(int(size) for size in sizes))
+        return reshape
 
     @jax_funcify.register(CheckAndRaise)
     def check_where_concrete(op, node=None, **kwargs):
@@ -107,7 +125,13 @@ def _on_host_while_concrete(translate):
     from pytensor.tensor.random.op import RandomVariable
 
     def op_conversion(op, node=None, **kwargs):
-        traced = translate(op, node=node, **kwargs)
+        try:
+            traced = translate(op, node=node, **kwargs)
+        except NotImplementedError as error:
+            raise NotImplementedError(
+                f"JAX mode cannot compile {node if node is not None else op}: {error} "
+                f"Write this part of the graph with ops PyTensor's JAX backend has, or "
+                f"compile in mode 'C' or 'NUMBA'.") from error
         # A shape tuple's translation returns its inputs, concrete where they are; loops
         # and other inner graphs (but scalar ones) would compile theirs on the host.
         inner = op.scalar_op if isinstance(op, Elemwise) else op
