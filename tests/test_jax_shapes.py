@@ -132,3 +132,17 @@ def test_an_op_jax_cannot_translate_is_named_with_what_to_do():
     with pytest.raises(NotImplementedError, match="JAX mode cannot compile HostOnlyDouble.*"
                                                   "mode 'C' or 'NUMBA'"):
         pytensor.function([x], HostOnlyDouble()(x).sum(), mode=compile_mode("JAX"))
+
+
+def test_kfac_with_cg_in_a_loop_traces_in_jax_mode():
+    # More than ten CG iterations run in a loop, whose buffers are allocated with a size
+    # computed from the batch: PyTensor 2.38's JAX backend could not trace it.
+    x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")
+    logits, params = mlp(x, [6, 5, 3], seed=0)
+    optimizer = SGN(softmax_cross_entropy(logits, y), params, logits, [x, y],
+                    mode=compile_mode("JAX"), max_cg_iters=12)
+    rng = np.random.default_rng(0)
+    for rows in (20, 13):
+        info = optimizer.step(rng.normal(size=(rows, 6)).astype("float32"),
+                              rng.integers(0, 3, rows).astype("int32"))
+        assert np.isfinite(info.loss) and info.cg_iterations >= 1
