@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None,
                         help=f"data folder (fashion-mnist default: {data.FASHION_MNIST_DIR})")
     parser.add_argument("--model", choices=MODELS, default="mlp",
-                        help="mlp (--sizes), rnn (a scan over image rows; --sizes row-hidden-"
-                        "classes, default 28-128-10), lenet5 (28x28 images) or vgg (CIFAR-10)")
+                        help="mlp (--sizes), mlp-ln (the MLP with layer normalization, in "
+                        "plain PyTensor), rnn or lstm (a scan over image rows, in plain "
+                        "PyTensor; --sizes row-hidden-classes, default 28-128-10 and "
+                        "28-96-10), lenet5 (28x28 images) or vgg (CIFAR-10)")
     parser.add_argument("--sizes", default=None,
                         help="MLP widths, input to output (default: per task); for "
                         "--model rnn: row length, hidden units, classes")
@@ -297,12 +299,13 @@ def run_settings(arrays, args, mode, marks, comm=None) -> Iterator[tuple[tuple, 
 def _network_label(args) -> str:
     """The model as tables and plots name it: ``MLP 784-256-256-10``, ``RNN 28-128-10``,
     ``lenet5``."""
-    return f"{args.model.upper()} {args.sizes}" if args.model in ("mlp", "rnn") else args.model
+    return (f"{args.model.upper()} {args.sizes}" if args.model in ("mlp", "mlp-ln", *RNN_SIZES)
+            else args.model)
 
 
 def _apply_defaults(args) -> None:
     sizes, activation, batch = TASK_DEFAULTS[args.task]
-    args.sizes = args.sizes or (RNN_SIZES if args.model == "rnn" else sizes)
+    args.sizes = args.sizes or RNN_SIZES.get(args.model, sizes)
     args.activation = args.activation or activation
     if args.quick:
         args.time_budget, args.checkpoints = QUICK_SECONDS, "5,10"

@@ -24,16 +24,16 @@ from sgn_theano.models import lenet5, mlp, vgg_small
 __all__ = ["CLASSIFICATION", "GRAPHS", "MODELS", "RECONSTRUCTION", "RNN_SIZES", "TASKS",
            "TASK_DEFAULTS",
            "build_model", "build_network", "hand_written_loss", "load_task", "metric_of",
-           "plain_mlp", "plain_rnn", "training_set_on_device"]
+           "plain_lstm", "plain_mlp", "plain_rnn", "training_set_on_device"]
 
 TASKS = ("fashion-mnist", "mnist", "cifar10", "sine", "regression", "boston", "autoencoder")
 CLASSIFICATION = ("fashion-mnist", "mnist", "cifar10")
 #: Tasks whose targets are the inputs, scored by binary cross-entropy on the pixels.
 RECONSTRUCTION = ("autoencoder",)
-MODELS = ("mlp", "rnn", "lenet5", "vgg")
-#: ``--sizes`` of the RNN: the length of an image row (one step), the hidden units and
-#: the classes.
-RNN_SIZES = "28-128-10"
+MODELS = ("mlp", "mlp-ln", "rnn", "lstm", "lenet5", "vgg")
+#: ``--sizes`` of the RNN and the LSTM: the length of an image row (one step), the hidden
+#: units and the classes.
+RNN_SIZES = {"rnn": "28-128-10", "lstm": "28-96-10"}
 #: ``--graph``: the library's models and losses, or plain PyTensor written by hand.
 GRAPHS = ("library", "plain")
 #: The hidden activations of :func:`plain_mlp`, as a user writes them.
@@ -112,9 +112,13 @@ def hand_written_loss(task: str, outputs: TensorVariable, y: TensorVariable) -> 
     return pt.mean((outputs - y) ** 2)
 
 
-def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int) -> tuple[TensorVariable, list]:
+def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int,
+              layer_norm: bool = False) -> tuple[TensorVariable, list]:
     """An MLP in plain PyTensor, :math:`W \\sim \\mathcal N(0, 2 / n_{in})` for every
-    activation: ``(outputs, params)``."""
+    activation: ``(outputs, params)``. With ``layer_norm``, each hidden layer's
+    pre-activations are normalized over their units and scaled and shifted,
+    :math:`\\gamma (s - \\mu) / \\sqrt{\\sigma^2 + 10^{-5}} + \\beta`, as users write
+    layer normalization."""
     rng, h, params = np.random.default_rng(seed), x, []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = pytensor.shared((rng.normal(size=(fan_in, fan_out)) * np.sqrt(2 / fan_in))
@@ -123,6 +127,13 @@ def plain_mlp(x: TensorVariable, sizes, activation: str, seed: int) -> tuple[Ten
         params += [w, b]
         h = h @ w + b
         if i < len(sizes) - 2:
+            if layer_norm:
+                gain = pytensor.shared(np.ones(fan_out, "float32"), name=f"gamma{i}")
+                shift = pytensor.shared(np.zeros(fan_out, "float32"), name=f"beta{i}")
+                params += [gain, shift]
+                centred = h - h.mean(axis=1, keepdims=True)
+                h = gain * centred / pt.sqrt((centred ** 2).mean(axis=1, keepdims=True)
+                                             + np.float32(1e-5)) + shift
             h = PLAIN_ACTIVATIONS[activation](h)
     return h, params
 
@@ -152,18 +163,52 @@ def plain_rnn(x: TensorVariable, sizes, activation: str, seed: int
     return states[-1] @ v + c, [w, u, b, v, c]
 
 
+def plain_lstm(x: TensorVariable, sizes, seed: int) -> tuple[TensorVariable, list]:
+    """An LSTM in plain PyTensor over the rows of each image, read out from its last
+    hidden state, as users write one: a ``scan`` with two states, the four gates sliced
+    from one :math:`x_t W + h_{t-1} U + b` (input, forget, cell, output), forget bias 1,
+    :math:`c_t = f c_{t-1} + i \\tanh(g)`, :math:`h_t = o \\tanh(c_t)`; ``sizes`` = (row
+    length, hidden units, classes): ``(outputs, params)``."""
+    rng = np.random.default_rng(seed)
+    row, hidden, classes = sizes
+
+    def shared(value, name):
+        return pytensor.shared(np.asarray(value, dtype=x.dtype), name=name)
+    w = shared(rng.normal(size=(row, 4 * hidden)) / np.sqrt(row), "W")
+    u = shared(np.concatenate([np.linalg.qr(rng.normal(size=(hidden, hidden)))[0]
+                               for _ in range(4)], axis=1), "U")
+    b = shared(np.concatenate([np.zeros(hidden), np.ones(hidden), np.zeros(2 * hidden)]), "b")
+    v = shared(rng.normal(size=(hidden, classes)) / np.sqrt(hidden), "V")
+    c = shared(np.zeros(classes), "c")
+    rows = x.reshape((x.shape[0], -1, row)).dimshuffle(1, 0, 2)  # (steps, batch, row)
+
+    def step(x_t, h, cell):
+        gates = x_t @ w + h @ u + b
+        input_gate = pt.sigmoid(gates[:, :hidden])
+        forget_gate = pt.sigmoid(gates[:, hidden:2 * hidden])
+        candidate = pt.tanh(gates[:, 2 * hidden:3 * hidden])
+        output_gate = pt.sigmoid(gates[:, 3 * hidden:])
+        cell = forget_gate * cell + input_gate * candidate
+        return output_gate * pt.tanh(cell), cell
+    zeros = pt.zeros((x.shape[0], hidden), dtype=x.dtype)
+    states, _ = pytensor.scan(step, sequences=[rows], outputs_info=[zeros, zeros],
+                              return_updates=False)
+    return states[-1] @ v + c, [w, u, b, v, c]
+
+
 def build_model(args, x, seed: int):
     """Logits (or regression outputs) and parameters of the chosen model."""
-    if args.model == "rnn":
-        return plain_rnn(x, [int(size) for size in args.sizes.split("-")], args.activation,
-                         seed)
+    if args.model in RNN_SIZES:
+        sizes = [int(size) for size in args.sizes.split("-")]
+        return (plain_rnn(x, sizes, args.activation, seed) if args.model == "rnn"
+                else plain_lstm(x, sizes, seed))
     if args.model == "lenet5":
         return lenet5(x, activation=args.activation, seed=seed)
     if args.model == "vgg":
         return vgg_small(x, activation=args.activation, seed=seed)
     sizes = [int(size) for size in args.sizes.split("-")]
-    if args.graph == "plain":
-        return plain_mlp(x, sizes, args.activation, seed)
+    if args.graph == "plain" or args.model == "mlp-ln":
+        return plain_mlp(x, sizes, args.activation, seed, layer_norm=args.model == "mlp-ln")
     return mlp(x, sizes, activation=args.activation, seed=seed)
 
 
