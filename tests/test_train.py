@@ -31,7 +31,7 @@ from sgn_theano.compilation.modes import compile_mode
 from sgn_theano.models import mlp
 from sgn_theano.bench import train as train_module
 from sgn_theano.bench.round_robin import train_round_robin
-from sgn_theano.bench.train import FirstOrder, make_evaluator, train
+from sgn_theano.bench.train import FirstOrder, TrainResult, make_evaluator, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,6 +138,43 @@ def test_round_robin_steps_the_run_with_the_least_time_first(monkeypatch):
     assert results["cheap"].steps == 10 and results["dear"].steps == 4
 
 
+class SlowToWarm(Clocked):
+    """A :class:`Clocked` whose warm-up (a JIT compile) takes ``warm_up_cost`` seconds."""
+
+    def __init__(self, name, cost, clock, log, warm_up_cost):
+        super().__init__(name, cost, clock, log)
+        self.warm_up_cost = warm_up_cost
+
+    def warm_up(self, *batch):
+        self.clock[0] += self.warm_up_cost
+
+
+@pytest.mark.parametrize("count_build", [False, True])
+def test_round_robin_counts_the_build_when_asked(monkeypatch, count_build):
+    """The build time is the construction's seconds plus the warm-up's, recorded either
+    way; with ``count_build`` it is time spent: the optimizer that built faster steps
+    first, and the budget includes the build."""
+    clock, log = [0.0], []
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    optimizers = {"quick to build": (SlowToWarm("quick to build", 0.1, clock, log, 0.0),
+                                     fake_evaluate),
+                  "slow to build": (SlowToWarm("slow to build", 0.1, clock, log, 0.4),
+                                    fake_evaluate)}
+    results = train_round_robin(optimizers, (np.zeros(10),), batch_size=5, time_budget=1.0,
+                                progress=False, count_build=count_build,
+                                construction={"quick to build": 0.1, "slow to build": 0.2})
+    quick, slow = results["quick to build"], results["slow to build"]
+    assert (quick.build_time, slow.build_time) == (pytest.approx(0.1), pytest.approx(0.6))
+    assert quick.build_counted == slow.build_counted == count_build
+    if count_build:
+        assert log[:5] == ["quick to build"] * 5  # it steps until it has spent 0.6 s too
+        assert (quick.steps, slow.steps) == (9, 4)
+        assert slow.steps_per_second == pytest.approx(10.0)  # steps alone
+        assert TrainResult.from_dict(slow.to_dict()).build_time == pytest.approx(0.6)
+    else:
+        assert quick.steps == slow.steps == 10
+
+
 def test_plots_give_a_setting_one_colour_and_a_batch_size_one_line_style():
     runs = [{"optimizer": f"{name} (batch {size})", "batch_size": size}
             for name in ("SGN k=3", "SGD lr=0.1") for size in (1000, 100)]
@@ -173,7 +210,16 @@ def test_cli_round_robin_with_hand_written_graphs(tmp_path, capsys):
         ("SGD lr=0.01", 1)]
     for run in record["runs"]:
         assert run["train_time"] >= 0.6 and len(run["history"]) >= 3
+        assert not run["build_counted"] and run["build_time"] > 0
     assert "SGN max_cg_iters=2" in record_markdown(record)
+    counted = arguments[:arguments.index("--optimizers")] + [
+        "--optimizers", "sgd:0.01", "--time-budget", "3", "--mode", "FAST_COMPILE",
+        "--output", str(output), "--no-plots", "--count-build"]
+    assert main(counted) == 0
+    (run,) = json.loads(output.read_text())["runs"]
+    # the clock started at the construction: the first step ended after the build
+    assert run["build_counted"] and 0 < run["build_time"] < run["step_times"][0]
+    assert run["train_time"] >= 3 and run["steps"] > 0
     by_epochs = ["--round-robin", "--task", "sine", "--epochs", "1", "--mode", "FAST_COMPILE"]
     assert main(by_epochs) == 2  # equal seconds need a time budget
     assert "--round-robin compares at equal seconds" in capsys.readouterr().err

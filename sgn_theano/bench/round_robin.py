@@ -31,6 +31,8 @@ def train_round_robin(
     checkpoints: Sequence[float] = (),
     seed: int = 0,
     progress: bool = True,
+    construction: Mapping[str, float] | None = None,
+    count_build: bool = False,
 ) -> dict[str, TrainResult]:
     """Step every optimizer in turn, the one with the least step time first, until each
     has spent ``time_budget`` seconds in steps.
@@ -54,6 +56,12 @@ def train_round_robin(
         Seed of the batch order.
     progress : bool
         Show the seconds spent by all optimizers together.
+    construction : mapping of str to float, optional
+        Seconds each optimizer took to build (recorded with its warm-up as its
+        :attr:`~sgn_theano.bench.train.TrainResult.build_time`).
+    count_build : bool
+        Start each optimizer's clock at its construction: its build time counts as time
+        spent, so the one that builds faster steps first.
 
     Returns
     -------
@@ -71,7 +79,8 @@ def train_round_robin(
                           | {float(time_budget)}) for name in runs}
     for run in runs.values():
         run.record()
-        run.warm_up([array[:batch_size] for array in train_arrays])
+        run.warm_up([array[:batch_size] for array in train_arrays],
+                    (construction or {}).get(run.result.name, 0.0), count_build)
     bar = progress_bar(total=time_budget * len(runs), initial=0,
                        desc=f"round robin, seed {seed}", unit="s", disable=not progress)
     try:

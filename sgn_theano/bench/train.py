@@ -78,10 +78,15 @@ class TrainResult:
     rejected: int | None = 0  # steps rejected (StepInfo.accepted false); None: not kept
     step_losses: list[float] = field(default_factory=list)  # the loss of every step
     step_times: list[float] = field(default_factory=list)  # seconds of steps after each
+    # Seconds from the optimizer's construction to the end of its warm-up step; with
+    # `build_counted` they are in `train_time` too (the clock started at construction).
+    build_time: float = 0.0
+    build_counted: bool = False
 
     @property
     def steps_per_second(self) -> float:
-        return self.steps / self.train_time if self.train_time > 0 else math.nan
+        step_time = self.train_time - (self.build_time if self.build_counted else 0.0)
+        return self.steps / step_time if step_time > 0 else math.nan
 
     def to_dict(self) -> dict:
         """The result as JSON-ready values; the per-step lists to 6 significant digits."""
@@ -261,6 +266,8 @@ def train(
     checkpoint_path: str | os.PathLike | None = None,
     save_every: int | None = None,
     comm=None,
+    construction: float = 0.0,
+    count_build: bool = False,
 ) -> TrainResult:
     """Run ``optimizer`` on shuffled mini-batches until the budget is spent.
 
@@ -312,6 +319,12 @@ def train(
         process stops after the same step; only rank 0 shows progress and writes the
         checkpoint file, which every process reads to resume (with the same number of
         processes).
+    construction : float
+        Seconds the optimizer took to build, recorded with its warm-up as
+        :attr:`TrainResult.build_time`.
+    count_build : bool
+        Start the clock at the optimizer's construction: its build time counts against
+        ``time_budget`` and in every checkpoint's time, as a user's wall clock counts it.
 
     Returns
     -------
@@ -332,7 +345,7 @@ def train(
         _resume(checkpoint_path, run.settings, optimizer, run.result)
     else:
         run.record()
-    run.warm_up([array[:batch_size] for array in train_arrays])
+    run.warm_up([array[:batch_size] for array in train_arrays], construction, count_build)
     marks = sorted({float(mark) for mark in checkpoints if run.used() < mark < budget}
                    | {budget})
     bar = progress_bar(total=budget, initial=min(run.used(), budget), desc=name,
@@ -398,13 +411,23 @@ class TrainingRun:
         """The budget spent: seconds of steps, or steps."""
         return self.result.train_time if self.by_time else self.result.steps
 
-    def warm_up(self, batch) -> None:
-        """Before the clock starts, the optimizer's ``warm_up`` on ``batch`` where it has
+    def warm_up(self, batch, construction: float = 0.0, count_build: bool = False) -> None:
+        """Before the first step, the optimizer's ``warm_up`` on ``batch`` where it has
         one (:meth:`sgn_theano.SGN.warm_up`, :meth:`FirstOrder.warm_up`: a step taken and
         undone), so that a backend that compiles at the first call (JAX's JIT, NUMBA)
-        compiles here, not in the first timed step."""
+        compiles here, not in the first timed step. The build time is ``construction``
+        (the seconds the optimizer took to build) and the warm-up's; with
+        ``count_build`` the clock starts at the construction: they count as spent. A
+        resumed run keeps the build time it saved."""
+        started = time.perf_counter()
         if hasattr(self.optimizer, "warm_up"):
             self.optimizer.warm_up(*self._shard(batch))
+        if self.result.steps:
+            return
+        self.result.build_time = construction + time.perf_counter() - started
+        if count_build:
+            self.result.build_counted = True
+            self.result.train_time += self.result.build_time
 
     def _shard(self, batch) -> list:
         """This process's part of ``batch`` (all of it outside a data-parallel run)."""
@@ -463,6 +486,7 @@ class TrainingRun:
                        "diverged": result.diverged, "rejected": result.rejected,
                        "step_losses": list(result.step_losses),
                        "step_times": list(result.step_times),
+                       "build_time": result.build_time, "build_counted": result.build_counted,
                        "history": [asdict(point) for point in result.history]}})
 
 
@@ -481,3 +505,5 @@ def _resume(path, run: dict, optimizer: Optimizer, result: TrainResult) -> None:
     result.diverged, result.rejected = progress["diverged"], progress["rejected"]
     result.history = [Checkpoint(**point) for point in progress["history"]]
     result.step_losses, result.step_times = progress["step_losses"], progress["step_times"]
+    result.build_time = progress.get("build_time", 0.0)  # absent before 2026-12-08
+    result.build_counted = progress.get("build_counted", False)
