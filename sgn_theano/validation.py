@@ -16,6 +16,7 @@ import pytensor.tensor
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 from pytensor.graph.replace import graph_replace
+from pytensor.raise_op import CheckAndRaise
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.variable import TensorVariable
 
@@ -306,14 +307,14 @@ class HostChecks:
     """
 
     def __init__(self, loss: TensorVariable, inputs: Sequence[TensorVariable]):
-        from pytensor.raise_op import CheckAndRaise
-
         self.inputs = list(inputs)
         #: The checked values, one per library check in ``loss``'s graph.
         self.checked = [variable for variable in ancestors([loss])
                         if variable.owner is not None
                         and isinstance(variable.owner.op, CheckAndRaise)
                         and issubclass(variable.owner.op.exc_type, SGNInputError)]
+        self._shared = [variable for variable in ancestors(self.checked)
+                        if isinstance(variable, SharedVariable)]
         self._function = None
 
     def __call__(self, arrays: Sequence) -> None:
@@ -321,14 +322,12 @@ class HostChecks:
         copied to the host) fail; return quietly if they pass."""
         if not self.checked:
             return
-        shared = [variable for variable in ancestors(self.checked)
-                  if isinstance(variable, SharedVariable)]
         if self._function is None:
             from sgn_theano.compilation.modes import compile_mode
 
-            stand_ins = [variable.type() for variable in shared]
-            checked = graph_replace(self.checked, dict(zip(shared, stand_ins)))
+            stand_ins = [variable.type() for variable in self._shared]
+            checked = graph_replace(self.checked, dict(zip(self._shared, stand_ins)))
             self._function = pytensor.function(self.inputs + stand_ins, checked,
                                                mode=compile_mode(), on_unused_input="ignore")
         self._function(*[np.asarray(array) for array in arrays],
-                       *[np.asarray(variable.get_value()) for variable in shared])
+                       *[np.asarray(variable.get_value()) for variable in self._shared])

@@ -117,7 +117,9 @@ def _small_outputs(node) -> bool:
 
 def _on_host_while_concrete(translate):
     """An op translator for ``fgraph_to_python``: ``translate`` (PyTensor's JAX
-    translation), wrapped for the nodes with integer outputs by :func:`_host_or_traced`."""
+    translation), wrapped by :func:`_host_or_traced` for the nodes whose outputs are
+    numbers or integer vectors (:func:`_small_outputs`), and its refusals reworded to name
+    the node and what to do."""
     from pytensor.graph.op import HasInnerGraph
     from pytensor.link.jax.dispatch.shape import JAXShapeTuple
     from pytensor.scalar import Composite
